@@ -1,0 +1,14 @@
+//! Devices of the krun VMM: the virtio-mmio transport and the virtio devices behind it.
+//!
+//! Nothing here talks to KVM. Interrupts leave a device through the [`virtio::Interrupt`]
+//! trait and queue notifications arrive as eventfds, so every device can be driven in unit
+//! tests with mock queues and a plain `GuestMemoryMmap`.
+#![forbid(unsafe_code)]
+
+pub mod console;
+pub mod mmio;
+pub mod virtio;
+
+/// Guest memory as every device sees it: one mmap-backed collection of regions, cheap to
+/// clone (regions are reference counted).
+pub type GuestMemory = vm_memory::GuestMemoryMmap<()>;

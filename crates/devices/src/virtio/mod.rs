@@ -1,0 +1,107 @@
+//! The contract between the virtio-mmio transport and a virtio device.
+//!
+//! Lifecycle of a device (virtio 1.2, section 3.1):
+//!
+//! ```text
+//!   new() ──▶ Inactive ──(driver sets DRIVER_OK)──▶ activate(ActivationContext) ──▶ Active
+//!                ▲                                                                  │
+//!                └──────────────────── reset() (driver writes status 0) ◀───────────┘
+//!   shutdown(): from any state, when the VM ends; flushes output and joins workers.
+//! ```
+//!
+//! A device never sees an MMIO offset: the transport decodes registers and calls these
+//! methods. An active device usually runs a worker thread that waits on the queue eventfds
+//! (ioeventfds registered by the VMM) and on its backend's fds.
+
+use std::io;
+use std::sync::Arc;
+
+use virtio_queue::Queue;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::GuestMemory;
+
+/// Virtio device ids (virtio 1.2, section 5).
+pub mod device_type {
+    pub const CONSOLE: u32 = 3;
+    pub const RNG: u32 = 4;
+    pub const BLOCK: u32 = 2;
+    pub const NET: u32 = 1;
+    pub const VSOCK: u32 = 19;
+    pub const FS: u32 = 26;
+    pub const BALLOON: u32 = 5;
+}
+
+/// Feature bits shared by every device (virtio 1.2, section 6).
+pub mod features {
+    pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+    pub const VIRTIO_F_ACCESS_PLATFORM: u64 = 1 << 33;
+    pub const VIRTIO_F_IN_ORDER: u64 = 1 << 35;
+    pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
+    pub const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
+}
+
+/// How a device raises an interrupt in the guest.
+///
+/// The production implementation sets the transport's interrupt status bits and writes an
+/// eventfd the VMM registered as a KVM irqfd; tests count the calls.
+pub trait Interrupt: Send + Sync {
+    /// The device has put buffers in the used ring of queue `queue_index`.
+    fn signal_queue(&self, queue_index: u16) -> io::Result<()>;
+    /// The device's configuration space changed.
+    fn signal_config(&self) -> io::Result<()>;
+}
+
+/// One queue handed to a device at activation: the negotiated queue state and the eventfd
+/// that becomes readable whenever the driver notifies that queue.
+pub struct ActiveQueue {
+    pub queue: Queue,
+    pub notify_evt: EventFd,
+}
+
+/// Everything a device needs to start serving its queues.
+pub struct ActivationContext {
+    pub mem: GuestMemory,
+    /// Queues in the device's queue order, only those the driver marked ready.
+    pub queues: Vec<ActiveQueue>,
+    pub interrupt: Arc<dyn Interrupt>,
+    /// The features the driver acknowledged (also given earlier to `set_acked_features`).
+    pub acked_features: u64,
+}
+
+/// Why a device could not be activated; the transport then sets DEVICE_NEEDS_RESET.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    #[error("the driver enabled {got} queues, the device needs {need}")]
+    QueueCount { need: usize, got: usize },
+    #[error("could not start the device worker")]
+    Worker(#[source] io::Error),
+    #[error("the device backend failed")]
+    Backend(#[source] io::Error),
+}
+
+/// A virtio device as the transport sees it.
+pub trait VirtioDevice: Send {
+    /// The virtio device id (see [`device_type`]).
+    fn device_type(&self) -> u32;
+    /// The maximum size of each queue; its length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Features the device offers, `VIRTIO_F_VERSION_1` included.
+    fn avail_features(&self) -> u64;
+    /// The subset of `avail_features` the driver accepted (FEATURES_OK).
+    fn set_acked_features(&mut self, features: u64);
+    /// Reads the device configuration space at `offset`; bytes past its end read as zero.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes the device configuration space; ignored by devices without writable fields.
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+    /// Starts serving the queues.
+    fn activate(&mut self, ctx: ActivationContext) -> Result<(), ActivateError>;
+    /// Stops serving the queues and returns to the inactive state. Returns false when the
+    /// device cannot be reset (the transport then reports DEVICE_NEEDS_RESET).
+    fn reset(&mut self) -> bool {
+        false
+    }
+    /// The VM is ending: finish what the guest already submitted (flush output, sync files),
+    /// stop and join every worker. Called once; the device is dropped right after.
+    fn shutdown(&mut self) {}
+}

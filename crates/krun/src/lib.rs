@@ -1,0 +1,1 @@
+//! libkrun.so.1: the libkrun C ABI.

@@ -1,0 +1,9 @@
+//! The krun VMM: builds a KVM microVM from a [`VmConfig`] and runs it until the guest ends.
+//!
+//! This is the safe Rust API behind libkrun.so.1. Nothing here exits the process:
+//! [`Vm::run`] joins every thread, closes every fd and returns the guest's exit status.
+
+pub mod config;
+pub mod krunfw;
+
+pub use config::VmConfig;

@@ -1,0 +1,2 @@
+//! The guest init (/init.krun).
+fn main() {}
