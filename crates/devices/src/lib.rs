@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod console;
+pub mod fs;
 pub mod mmio;
 pub mod virtio;
 

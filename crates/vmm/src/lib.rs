@@ -4,6 +4,9 @@
 //! [`Vm::run`] joins every thread, closes every fd and returns the guest's exit status.
 
 pub mod config;
+pub mod host;
 pub mod krunfw;
+pub mod vm;
 
 pub use config::VmConfig;
+pub use vm::{Vm, VmError};

@@ -1,0 +1,1 @@
+//! virtio-fs: a host directory served to the guest over FUSE.
