@@ -10,6 +10,9 @@ pub mod fs;
 pub mod mmio;
 pub mod virtio;
 
+pub use console::Console;
+pub use mmio::{MmioTransport, MMIO_REGION_SIZE, QUEUE_NOTIFY_OFFSET};
+
 /// Guest memory as every device sees it: one mmap-backed collection of regions, cheap to
 /// clone (regions are reference counted).
 pub type GuestMemory = vm_memory::GuestMemoryMmap<()>;

@@ -434,3 +434,16 @@ fn transport_shutdown_reaches_device() {
     t.shutdown();
     assert_eq!(state.lock().unwrap().shutdowns, 1);
 }
+
+#[test]
+fn transport_queue_disable_after_driver_ok_reads_back_zero() {
+    let (mut t, state) = transport();
+    activate(&mut t);
+    write(&mut t, regs::QUEUE_SEL, 0);
+    write(&mut t, regs::QUEUE_READY, 0);
+    assert_eq!(read(&mut t, regs::QUEUE_READY), 0);
+    // Enabling is only possible during setup.
+    write(&mut t, regs::QUEUE_READY, 1);
+    assert_eq!(read(&mut t, regs::QUEUE_READY), 0);
+    assert_eq!(state.lock().unwrap().activations, 1);
+}

@@ -299,13 +299,6 @@ impl MmioTransport {
     /// QueueReady = 1 enables the queue only if its size and rings are valid for guest
     /// memory; otherwise it stays disabled and the driver reads back 0.
     fn write_queue_ready(&mut self, value: u32) {
-        if self.status != STATUS_QUEUE_SETUP {
-            debug!(
-                "virtio-mmio: QueueReady in status {:#x} ignored",
-                self.status
-            );
-            return;
-        }
         let Some(q) = self.queues.get_mut(self.queue_sel as usize) else {
             debug!(
                 "virtio-mmio: QueueReady for missing queue {} ignored",
@@ -313,8 +306,17 @@ impl MmioTransport {
             );
             return;
         };
+        // Linux's vm_del_vq writes 0 and warns unless it reads 0 back, whatever the status;
+        // an already active device keeps the queue it was handed until reset.
         if value == 0 {
             q.ready = false;
+            return;
+        }
+        if self.status != STATUS_QUEUE_SETUP {
+            debug!(
+                "virtio-mmio: QueueReady in status {:#x} ignored",
+                self.status
+            );
             return;
         }
         let valid = match q.build(false) {
