@@ -1,2 +1,68 @@
-//! The guest init (/init.krun).
-fn main() {}
+//! The guest init (`/init.krun`): PID 1 of the microVM. It prepares the guest, starts the
+//! workload as its child, waits for it, reports its exit status to the VMM and powers off.
+//! Formats and variables it reads: `README.md` next to this crate.
+
+/// Diagnostics go to the console (stderr) with a fixed prefix; init has no logger backend.
+macro_rules! diag {
+    ($($arg:tt)*) => {
+        eprintln!("krun init: {}", format_args!($($arg)*))
+    };
+}
+pub(crate) use diag;
+
+mod exec;
+mod json;
+mod mounts;
+mod net;
+mod reaper;
+mod report;
+mod rlimits;
+mod workload;
+
+use exec::{PreparedExec, EXIT_SETUP_FAILED};
+use workload::{KernelInput, Workload};
+
+fn main() {
+    mounts::mount_kernel_filesystems();
+    mounts::make_root_shared();
+    net::bring_up_loopback();
+    if net::tsi_enabled(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default()) {
+        net::enable_tsi_dummy_interface();
+    }
+
+    let workload = match workload::load(KernelInput::from_process()) {
+        Ok(workload) => workload,
+        Err(err) => fail(&err),
+    };
+    mounts::mount_config_tmpfs(&workload.tmpfs);
+    net::set_hostname(&workload.hostname);
+    rlimits::apply_all(&workload.rlimits);
+
+    let code = run(&workload);
+    report::finish(code)
+}
+
+/// Starts the workload and returns its exit code (shell convention).
+fn run(workload: &Workload) -> i32 {
+    let prepared = match PreparedExec::new(workload) {
+        Ok(prepared) => prepared,
+        Err(err) => fail(&err),
+    };
+    if workload.exec_as_pid1 {
+        prepared.run();
+    }
+    let mask = match reaper::SignalMask::block() {
+        Ok(mask) => mask,
+        Err(err) => fail(&err),
+    };
+    match reaper::spawn(&prepared, &mask) {
+        Ok(child) => reaper::supervise(child, &mask),
+        Err(err) => fail(&format!("fork: {err}")),
+    }
+}
+
+/// Init could not even start the workload: say why and end the VM with status 125.
+fn fail(err: &dyn std::fmt::Display) -> ! {
+    diag!("{err}");
+    report::finish(EXIT_SETUP_FAILED)
+}
