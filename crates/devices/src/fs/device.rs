@@ -9,9 +9,7 @@ use std::path::PathBuf;
 
 use super::filesystem::{ExitCode, ShareFs, ShareOptions};
 use super::worker::{Worker, WorkerHandle};
-use crate::virtio::{
-    device_type, features, ActivateError, ActivationContext, VirtioDevice,
-};
+use crate::virtio::{device_type, features, ActivateError, ActivationContext, VirtioDevice};
 
 /// Length of the tag field of the config space (virtio 1.2, 5.11.4).
 pub const TAG_LEN: usize = 36;
@@ -115,12 +113,11 @@ impl Fs {
             init_binary: cfg.init_binary,
             exit_code: cfg.exit_code,
         };
-        let prepared = ShareFs::new(&root, opts.clone()).map_err(|source| {
-            FsError::Passthrough {
+        let prepared =
+            ShareFs::new(&root, opts.clone()).map_err(|source| FsError::Passthrough {
                 path: root.clone(),
                 source,
-            }
-        })?;
+            })?;
 
         let mut config_space = [0u8; CONFIG_SPACE_LEN];
         config_space[..tag_bytes.len()].copy_from_slice(tag_bytes);

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::{
-    stat64, statvfs64, Attr, CreateIn, FsOptions, InHeader, IoctlIn, OpenOptions, Opcode,
+    stat64, statvfs64, Attr, CreateIn, FsOptions, InHeader, IoctlIn, Opcode, OpenOptions,
     SetattrValid, ROOT_ID,
 };
 use fuse_backend_rs::api::filesystem::{
@@ -249,7 +249,9 @@ impl ShareFs {
 
     fn read_init(&self, w: &mut dyn ZeroCopyWriter, size: u32, offset: u64) -> io::Result<usize> {
         let bytes = self.init_bytes();
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
         let end = start.saturating_add(size as usize).min(bytes.len());
         w.write_all(&bytes[start..end])?;
         Ok(end - start)
@@ -329,7 +331,13 @@ impl FileSystem for ShareFs {
         self.inner.readlink(ctx, inode)
     }
 
-    fn symlink(&self, ctx: &Context, linkname: &CStr, parent: u64, name: &CStr) -> io::Result<Entry> {
+    fn symlink(
+        &self,
+        ctx: &Context,
+        linkname: &CStr,
+        parent: u64,
+        name: &CStr,
+    ) -> io::Result<Entry> {
         self.check_new_name(parent, name)?;
         self.inner.symlink(ctx, linkname, parent, name)
     }
@@ -633,8 +641,13 @@ impl FileSystem for ShareFs {
         // readdirplus fills the guest's dentry cache, so a host init.krun must not reach it
         // as itself. The passthrough took a lookup reference on the host file; when the entry
         // is accepted that reference is ours to drop (when it is not, the passthrough drops it).
-        self.inner
-            .readdirplus(ctx, inode, handle, size, offset, &mut |mut dir_entry, entry| {
+        self.inner.readdirplus(
+            ctx,
+            inode,
+            handle,
+            size,
+            offset,
+            &mut |mut dir_entry, entry| {
                 if dir_entry.name != INIT_NAME {
                     return add_entry(dir_entry, entry);
                 }
@@ -645,7 +658,8 @@ impl FileSystem for ShareFs {
                     self.inner.forget(ctx, entry.inode, 1);
                 }
                 Ok(added)
-            })
+            },
+        )
     }
 
     fn fsyncdir(&self, ctx: &Context, inode: u64, datasync: bool, handle: u64) -> io::Result<()> {

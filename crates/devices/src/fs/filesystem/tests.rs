@@ -95,7 +95,10 @@ fn share_lookup_dotdot_at_root_stays_at_root() {
 
     assert_eq!(entry.inode, ROOT_ID);
     assert_eq!(entry.attr.st_ino, share_ino);
-    assert_eq!(errno(fs.lookup(&ctx(), entry.inode, &name("outside"))), libc::ENOENT);
+    assert_eq!(
+        errno(fs.lookup(&ctx(), entry.inode, &name("outside"))),
+        libc::ENOENT
+    );
 }
 
 #[test]
@@ -117,8 +120,14 @@ fn share_lookup_path_with_slash_is_rejected() {
     let host = host();
     let fs = serve(&host.share, rw());
 
-    assert_eq!(errno(fs.lookup(&ctx(), ROOT_ID, &name("../outside"))), libc::EINVAL);
-    assert_eq!(errno(fs.lookup(&ctx(), ROOT_ID, &name(&host.outside.to_string_lossy()))), libc::EINVAL);
+    assert_eq!(
+        errno(fs.lookup(&ctx(), ROOT_ID, &name("../outside"))),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno(fs.lookup(&ctx(), ROOT_ID, &name(&host.outside.to_string_lossy()))),
+        libc::EINVAL
+    );
 }
 
 #[test]
@@ -132,9 +141,16 @@ fn share_absolute_symlink_is_returned_not_followed() {
     assert!(is_mode(&link.attr, libc::S_IFLNK));
     assert_eq!(fs.readlink(&ctx(), link.inode).unwrap(), b"/etc");
     // The host never walks through it, nor opens it.
-    assert_eq!(errno(fs.lookup(&ctx(), link.inode, &name("passwd"))), libc::ENOTDIR);
-    assert!(fs.open(&ctx(), link.inode, libc::O_RDONLY as u32, 0).is_err());
-    assert!(fs.opendir(&ctx(), link.inode, libc::O_RDONLY as u32).is_err());
+    assert_eq!(
+        errno(fs.lookup(&ctx(), link.inode, &name("passwd"))),
+        libc::ENOTDIR
+    );
+    assert!(fs
+        .open(&ctx(), link.inode, libc::O_RDONLY as u32, 0)
+        .is_err());
+    assert!(fs
+        .opendir(&ctx(), link.inode, libc::O_RDONLY as u32)
+        .is_err());
 }
 
 #[test]
@@ -143,11 +159,18 @@ fn share_guest_symlink_to_host_file_stays_a_symlink() {
     let fs = serve(&host.share, rw());
     let target = name(&host.outside.to_string_lossy());
 
-    let link = fs.symlink(&ctx(), &target, ROOT_ID, &name("escape")).unwrap();
+    let link = fs
+        .symlink(&ctx(), &target, ROOT_ID, &name("escape"))
+        .unwrap();
 
     assert!(is_mode(&link.attr, libc::S_IFLNK));
-    assert_eq!(std::fs::read_link(host.share.join("escape")).unwrap(), host.outside);
-    assert!(fs.open(&ctx(), link.inode, libc::O_RDONLY as u32, 0).is_err());
+    assert_eq!(
+        std::fs::read_link(host.share.join("escape")).unwrap(),
+        host.outside
+    );
+    assert!(fs
+        .open(&ctx(), link.inode, libc::O_RDONLY as u32, 0)
+        .is_err());
     let (st, _) = fs.getattr(&ctx(), link.inode, None).unwrap();
     assert!(is_mode(&st, libc::S_IFLNK));
 }
@@ -159,7 +182,14 @@ fn share_rename_or_link_out_of_the_share_is_rejected() {
     let fs = serve(&host.share, rw());
     let file = fs.lookup(&ctx(), ROOT_ID, &name("file")).unwrap();
 
-    let rename = fs.rename(&ctx(), ROOT_ID, &name("file"), ROOT_ID, &name("../moved"), 0);
+    let rename = fs.rename(
+        &ctx(),
+        ROOT_ID,
+        &name("file"),
+        ROOT_ID,
+        &name("../moved"),
+        0,
+    );
     let link = fs.link(&ctx(), file.inode, ROOT_ID, &name("../linked"));
 
     assert_eq!(errno(rename), libc::EINVAL);
@@ -173,7 +203,9 @@ fn share_rename_or_link_out_of_the_share_is_rejected() {
 fn share_write_appears_on_host_with_exact_bytes() {
     let host = host();
     let fs = serve(&host.share, rw());
-    let data: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let mut source = vmm_sys_util::tempfile::TempFile::new().unwrap().into_file();
     std::io::Write::write_all(&mut source, &data).unwrap();
     source.seek(SeekFrom::Start(0)).unwrap();
@@ -190,15 +222,29 @@ fn share_write_appears_on_host_with_exact_bytes() {
     while (offset as usize) < data.len() {
         let size = (data.len() - offset as usize).min(128 * 1024) as u32;
         let n = fs
-            .write(&ctx(), entry.inode, handle, &mut source, size, offset, None, false, 0, 0)
+            .write(
+                &ctx(),
+                entry.inode,
+                handle,
+                &mut source,
+                size,
+                offset,
+                None,
+                false,
+                0,
+                0,
+            )
             .unwrap();
         offset += n as u64;
     }
-    fs.release(&ctx(), entry.inode, 0, handle, true, false, None).unwrap();
+    fs.release(&ctx(), entry.inode, 0, handle, true, false, None)
+        .unwrap();
 
     let on_host = std::fs::read(host.share.join("written")).unwrap();
     assert!(on_host == data, "host file differs from what was written");
-    let mode = std::fs::metadata(host.share.join("written")).unwrap().mode();
+    let mode = std::fs::metadata(host.share.join("written"))
+        .unwrap()
+        .mode();
     assert_eq!(mode & 0o777, 0o644);
 }
 
@@ -240,7 +286,10 @@ fn share_read_only_mutations_return_erofs() {
 
     assert!(results.iter().all(|&e| e == libc::EROFS), "{results:?}");
     let (handle, _, _) = fs.open(&c, file.inode, libc::O_RDONLY as u32, 0).unwrap();
-    assert_eq!(read_via_fs(&fs, file.inode, handle.unwrap(), 100, 0), b"read me");
+    assert_eq!(
+        read_via_fs(&fs, file.inode, handle.unwrap(), 100, 0),
+        b"read me"
+    );
     assert_eq!(std::fs::read_dir(&host.share).unwrap().count(), 1);
 }
 
@@ -266,7 +315,8 @@ fn share_init_lookup_and_read_return_the_binary() {
     assert_eq!(read_via_fs(&fs, entry.inode, handle, 4096, 0), INIT);
     assert_eq!(read_via_fs(&fs, entry.inode, handle, 4, 5), &INIT[5..9]);
     assert!(read_via_fs(&fs, entry.inode, handle, 4096, 1 << 40).is_empty());
-    fs.release(&c, entry.inode, 0, handle, false, false, None).unwrap();
+    fs.release(&c, entry.inode, 0, handle, false, false, None)
+        .unwrap();
     assert!(!host.share.join("init.krun").exists());
 }
 
@@ -286,9 +336,18 @@ fn share_init_cannot_be_written_or_replaced() {
         fuse_flags: 0,
     };
 
-    assert_eq!(errno(fs.open(&c, INIT_INODE, libc::O_RDWR as u32, 0)), libc::EACCES);
-    assert_eq!(errno(fs.create(&c, ROOT_ID, &name("init.krun"), create)), libc::EEXIST);
-    assert_eq!(errno(fs.unlink(&c, ROOT_ID, &name("init.krun"))), libc::EPERM);
+    assert_eq!(
+        errno(fs.open(&c, INIT_INODE, libc::O_RDWR as u32, 0)),
+        libc::EACCES
+    );
+    assert_eq!(
+        errno(fs.create(&c, ROOT_ID, &name("init.krun"), create)),
+        libc::EEXIST
+    );
+    assert_eq!(
+        errno(fs.unlink(&c, ROOT_ID, &name("init.krun"))),
+        libc::EPERM
+    );
     assert_eq!(
         errno(fs.setattr(&c, INIT_INODE, fs.init_attr(), None, SetattrValid::MODE)),
         libc::EPERM
@@ -308,8 +367,14 @@ fn share_init_only_in_the_root_directory() {
     let plain = serve(&host.share, rw());
     let sub = fs.lookup(&ctx(), ROOT_ID, &name("sub")).unwrap();
 
-    assert_eq!(errno(fs.lookup(&ctx(), sub.inode, &name("init.krun"))), libc::ENOENT);
-    assert_eq!(errno(plain.lookup(&ctx(), ROOT_ID, &name("init.krun"))), libc::ENOENT);
+    assert_eq!(
+        errno(fs.lookup(&ctx(), sub.inode, &name("init.krun"))),
+        libc::ENOENT
+    );
+    assert_eq!(
+        errno(plain.lookup(&ctx(), ROOT_ID, &name("init.krun"))),
+        libc::ENOENT
+    );
 }
 
 #[test]
@@ -333,7 +398,10 @@ fn share_readdirplus_shows_host_init_as_the_virtual_one() {
 
     let init = seen.iter().find(|(n, _, _)| n == INIT_NAME).unwrap();
     assert_eq!((init.1, init.2 as usize), (INIT_INODE, INIT.len()));
-    assert_eq!(std::fs::read(host.share.join("init.krun")).unwrap(), b"host copy");
+    assert_eq!(
+        std::fs::read(host.share.join("init.krun")).unwrap(),
+        b"host copy"
+    );
 }
 
 #[test]
@@ -350,7 +418,15 @@ fn share_exit_code_ioctl_records_the_code() {
 
     assert_eq!(exit_code.get(), None);
     fs.record_exit_code(7);
-    let reply = fs.ioctl(&c, ROOT_ID, handle.unwrap(), 0, KRUN_EXIT_CODE_IOCTL, IoctlData::default(), 0);
+    let reply = fs.ioctl(
+        &c,
+        ROOT_ID,
+        handle.unwrap(),
+        0,
+        KRUN_EXIT_CODE_IOCTL,
+        IoctlData::default(),
+        0,
+    );
 
     assert_eq!(reply.unwrap().result, 0);
     assert_eq!(exit_code.get(), Some(7));
@@ -363,7 +439,15 @@ fn share_exit_code_ioctl_without_handle_is_enotty() {
     let host = host();
     let fs = serve(&host.share, rw());
 
-    let reply = fs.ioctl(&ctx(), ROOT_ID, 0, 0, KRUN_EXIT_CODE_IOCTL, IoctlData::default(), 0);
+    let reply = fs.ioctl(
+        &ctx(),
+        ROOT_ID,
+        0,
+        0,
+        KRUN_EXIT_CODE_IOCTL,
+        IoctlData::default(),
+        0,
+    );
 
     assert_eq!(errno(reply), libc::ENOTTY);
 }
