@@ -3,9 +3,16 @@
 //! This is the safe Rust API behind libkrun.so.1. Nothing here exits the process:
 //! [`Vm::run`] joins every thread, closes every fd and returns the guest's exit status.
 
+pub mod boot;
+pub mod cmdline;
 pub mod config;
+mod device_manager;
 pub mod host;
 pub mod krunfw;
+pub mod layout;
+mod memory;
+mod pio;
+mod vcpu;
 pub mod vm;
 
 pub use config::VmConfig;

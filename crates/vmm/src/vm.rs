@@ -1,37 +1,315 @@
 //! `Vm`: a microVM built from a `VmConfig`, run until the guest ends.
+//!
+//! [`Vm::new`] does everything that can fail before the guest runs (KVM, RAM, kernel, devices,
+//! boot structures, vCPU registers); [`Vm::run`] starts one thread per vCPU, waits for the
+//! first one to see the guest end, kicks and joins the others, shuts the devices down and
+//! returns the exit status.
 
+use std::os::unix::thread::JoinHandleExt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Once};
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
+
+use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use vm_memory::GuestAddress;
+
+use crate::boot::{self, BootError};
+use crate::cmdline::{self, CmdlineError, CmdlineParams};
 use crate::config::VmConfig;
+use crate::device_manager::{DeviceError, DeviceManager};
+use crate::krunfw::{Krunfw, KrunfwError};
+use crate::layout::{CMDLINE_START, KVM_IDENTITY_MAP_ADDRESS, KVM_TSS_ADDRESS};
+use crate::memory::{self, MemoryError};
+use crate::pio::PortIoBus;
+use crate::vcpu::{self, BootSetup, Shared, VcpuEnd, VcpuError};
+
+/// Extra kernel command line options for debugging (e.g. `earlyprintk=ttyS0 console=ttyS0`);
+/// setting it also puts a UART at 0x3f8 whose output is logged at debug level.
+pub const DEBUG_CMDLINE_ENV: &str = "KRUN_DEBUG_CMDLINE";
+
+/// The exit status when the guest ended without reporting one (panic, reboot, power off).
+pub const NO_EXIT_CODE_STATUS: i32 = 1;
 
 /// Why a VM could not be built or run.
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
-    #[error("the VMM is not implemented yet")]
-    NotImplemented,
+    #[error("a VM needs 1 to {max} vCPUs, got {got}")]
+    VcpuCount { got: u8, max: usize },
+    #[error("booting a kernel from a file (krun_set_kernel) is not supported yet")]
+    KernelFileNotSupported,
+    #[error("cannot load the guest kernel")]
+    Krunfw(#[source] KrunfwError),
+    #[error("cannot open /dev/kvm")]
+    KvmOpen(#[source] kvm_ioctls::Error),
+    #[error("cannot create the KVM VM")]
+    CreateVm(#[source] kvm_ioctls::Error),
+    #[error("cannot set the KVM TSS address")]
+    TssAddress(#[source] kvm_ioctls::Error),
+    #[error("cannot set the KVM identity map address")]
+    IdentityMap(#[source] kvm_ioctls::Error),
+    #[error("cannot create the in-kernel interrupt controllers")]
+    IrqChip(#[source] kvm_ioctls::Error),
+    #[error("cannot create the in-kernel PIT")]
+    Pit(#[source] kvm_ioctls::Error),
+    #[error("cannot set up guest memory")]
+    Memory(#[source] MemoryError),
+    #[error("cannot set up a device")]
+    Device(#[source] DeviceError),
+    #[error("cannot build the kernel command line")]
+    Cmdline(#[source] CmdlineError),
+    #[error("cannot write the kernel command line into guest memory")]
+    LoadCmdline(#[source] linux_loader::loader::Error),
+    #[error("cannot write the boot structures")]
+    Boot(#[source] BootError),
+    #[error("cannot query the CPUID KVM supports")]
+    SupportedCpuid(#[source] kvm_ioctls::Error),
+    #[error("cannot create vCPU {id}")]
+    CreateVcpu {
+        id: u8,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    #[error("cannot configure vCPU {id}")]
+    ConfigureVcpu {
+        id: u8,
+        #[source]
+        source: VcpuError,
+    },
+    #[error("cannot install the vCPU kick signal handler")]
+    KickHandler(#[source] vmm_sys_util::errno::Error),
+    #[error("cannot start the thread of vCPU {id}")]
+    SpawnVcpu {
+        id: u8,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("vCPU {id} failed")]
+    Vcpu {
+        id: u8,
+        #[source]
+        source: VcpuError,
+    },
 }
 
 impl VmError {
-    /// The errno that best describes this error, for the C ABI.
+    /// The errno that best describes this error, for the C ABI (positive).
     pub fn errno(&self) -> i32 {
         match self {
-            VmError::NotImplemented => libc::ENOSYS,
+            VmError::VcpuCount { .. } => libc::EINVAL,
+            VmError::KernelFileNotSupported => libc::ENOTSUP,
+            VmError::Krunfw(KrunfwError::Open(_)) => libc::ENOENT,
+            VmError::Krunfw(_) => libc::EINVAL,
+            VmError::KvmOpen(e)
+            | VmError::CreateVm(e)
+            | VmError::TssAddress(e)
+            | VmError::IdentityMap(e)
+            | VmError::IrqChip(e)
+            | VmError::Pit(e)
+            | VmError::SupportedCpuid(e)
+            | VmError::CreateVcpu { source: e, .. } => e.errno(),
+            VmError::Memory(e) => e.errno(),
+            VmError::Device(e) => e.errno(),
+            VmError::Cmdline(CmdlineError::TooLong { .. }) => libc::E2BIG,
+            VmError::Cmdline(CmdlineError::Invalid { .. }) => libc::EINVAL,
+            VmError::LoadCmdline(_) | VmError::Boot(_) => libc::EINVAL,
+            VmError::ConfigureVcpu { source, .. } | VmError::Vcpu { source, .. } => {
+                source.errno()
+            }
+            VmError::KickHandler(e) => e.errno(),
+            VmError::SpawnVcpu { source, .. } => source.raw_os_error().unwrap_or(libc::EAGAIN),
         }
     }
 }
 
 /// A built microVM, ready to run.
 pub struct Vm {
-    _config: VmConfig,
+    /// Configured vCPUs, not yet running; vCPU 0 is the boot CPU.
+    vcpus: Vec<VcpuFd>,
+    shared: Arc<Shared>,
+    /// Closed after the vCPUs and devices (fields drop in order), before the RAM it maps.
+    _vm_fd: VmFd,
+    _kvm: Kvm,
+    _mem: devices::GuestMemory,
+    _krunfw: Option<Arc<Krunfw>>,
+}
+
+fn create_kvm_vm(vcpus: u8) -> Result<(Kvm, VmFd), VmError> {
+    let kvm = Kvm::new().map_err(VmError::KvmOpen)?;
+    let max = kvm.get_max_vcpus().min(254);
+    if vcpus == 0 || usize::from(vcpus) > max {
+        return Err(VmError::VcpuCount { got: vcpus, max });
+    }
+    let vm = kvm.create_vm().map_err(VmError::CreateVm)?;
+    vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS)
+        .map_err(VmError::IdentityMap)?;
+    vm.set_tss_address(KVM_TSS_ADDRESS as usize)
+        .map_err(VmError::TssAddress)?;
+    vm.create_irq_chip().map_err(VmError::IrqChip)?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm.create_pit2(pit).map_err(VmError::Pit)?;
+    Ok((kvm, vm))
 }
 
 impl Vm {
     /// Builds the VM: KVM, guest memory, kernel, devices, vCPUs (not yet running).
     pub fn new(config: VmConfig) -> Result<Vm, VmError> {
-        let _ = config;
-        Err(VmError::NotImplemented)
+        let started = Instant::now();
+        if config.kernel.is_some() {
+            return Err(VmError::KernelFileNotSupported);
+        }
+        let krunfw = match &config.krunfw {
+            Some(k) => k.clone(),
+            None => Arc::new(Krunfw::open().map_err(VmError::Krunfw)?),
+        };
+        let (kvm, vm_fd) = create_kvm_vm(config.vcpus)?;
+
+        let mem = memory::create_guest_memory(config.ram_mib).map_err(VmError::Memory)?;
+        memory::register_with_kvm(&vm_fd, &mem).map_err(VmError::Memory)?;
+        let kernel = krunfw.kernel();
+        memory::load_kernel(&mem, kernel.bytes, kernel.load_addr).map_err(VmError::Memory)?;
+
+        let mut devices = DeviceManager::new(&vm_fd, mem.clone());
+        if !config.console.implicit_disabled {
+            devices
+                .add_console(&config.console)
+                .map_err(VmError::Device)?;
+        }
+
+        let debug_cmdline = std::env::var(DEBUG_CMDLINE_ENV).ok();
+        let cmdline = cmdline::build(&CmdlineParams {
+            console: config.console.kernel_console.as_deref(),
+            extra: debug_cmdline.as_deref(),
+            mmio_devices: devices.cmdline_args(),
+        })
+        .map_err(VmError::Cmdline)?;
+        linux_loader::loader::load_cmdline(&mem, GuestAddress(CMDLINE_START), &cmdline)
+            .map_err(VmError::LoadCmdline)?;
+        let cmdline_size = cmdline
+            .as_cstring()
+            .map(|c| c.as_bytes_with_nul().len())
+            .map_err(|source| VmError::Cmdline(CmdlineError::Invalid {
+                what: String::new(),
+                source,
+            }))?;
+        log::debug!("kernel command line: {:?}", cmdline.as_cstring().ok());
+        let cr3 = boot::write_boot_structures(&mem, config.vcpus, cmdline_size)
+            .map_err(VmError::Boot)?;
+
+        let supported_cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(VmError::SupportedCpuid)?;
+        let setup = BootSetup {
+            supported_cpuid: &supported_cpuid,
+            vcpus: config.vcpus,
+            entry_addr: kernel.entry_addr,
+            cr3,
+        };
+        let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
+        for id in 0..config.vcpus {
+            let fd = vm_fd
+                .create_vcpu(u64::from(id))
+                .map_err(|source| VmError::CreateVcpu { id, source })?;
+            vcpu::configure(&fd, id, &setup)
+                .map_err(|source| VmError::ConfigureVcpu { id, source })?;
+            vcpus.push(fd);
+        }
+        vcpu::install_kick_handler().map_err(VmError::KickHandler)?;
+
+        let shared = Arc::new(Shared {
+            pio: PortIoBus::new(debug_cmdline.is_some()),
+            mmio: devices.into_bus(),
+            stop: AtomicBool::new(false),
+            started,
+            first_entry: Once::new(),
+        });
+        log::debug!(
+            "VM built in {:?}: {} vCPUs, {} MiB, kernel {} bytes at {:#x}",
+            started.elapsed(),
+            config.vcpus,
+            config.ram_mib,
+            kernel.bytes.len(),
+            kernel.load_addr
+        );
+        Ok(Vm {
+            vcpus,
+            shared,
+            _vm_fd: vm_fd,
+            _kvm: kvm,
+            _mem: mem,
+            _krunfw: Some(krunfw),
+        })
     }
 
     /// Runs the guest until it ends; returns its exit status after every thread is joined.
-    pub fn run(self) -> Result<i32, VmError> {
-        Err(VmError::NotImplemented)
+    pub fn run(mut self) -> Result<i32, VmError> {
+        let (tx, rx) = mpsc::channel::<(u8, VcpuEnd)>();
+        let mut handles: Vec<JoinHandle<()>> = Vec::new();
+        let mut spawn_error = None;
+        for (id, fd) in std::mem::take(&mut self.vcpus).into_iter().enumerate() {
+            let id = id as u8;
+            let shared = self.shared.clone();
+            let tx = tx.clone();
+            let spawned = thread::Builder::new()
+                .name(format!("vcpu{id}"))
+                .spawn(move || {
+                    let end = catch_unwind(AssertUnwindSafe(|| vcpu::run(fd, id, shared)))
+                        .unwrap_or(VcpuEnd::Failed(VcpuError::Panicked));
+                    let _ = tx.send((id, end));
+                });
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(source) => {
+                    spawn_error = Some(VmError::SpawnVcpu { id, source });
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let first = match spawn_error {
+            None => rx.recv().ok(),
+            Some(_) => None,
+        };
+        self.stop_vcpus(&handles);
+        for h in handles {
+            // A panic was already caught inside the thread; join cannot fail otherwise.
+            let _ = h.join();
+        }
+        for (id, end) in rx.try_iter() {
+            if let VcpuEnd::Failed(e) = end {
+                log::warn!("vCPU {id} also failed while the VM ended: {e}");
+            }
+        }
+        self.shared.mmio.shutdown();
+        self.shared.pio.shutdown();
+        if let Some(e) = spawn_error {
+            return Err(e);
+        }
+        match first {
+            Some((id, VcpuEnd::Failed(source))) => Err(VmError::Vcpu { id, source }),
+            Some((id, end)) => {
+                log::debug!("vCPU {id} ended the VM: {end:?}");
+                Ok(NO_EXIT_CODE_STATUS)
+            }
+            None => Ok(NO_EXIT_CODE_STATUS),
+        }
+    }
+
+    /// Tells every vCPU to stop and kicks it out of `KVM_RUN`.
+    fn stop_vcpus(&self, handles: &[JoinHandle<()>]) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for h in handles {
+            // SAFETY: the thread is not joined yet, so its pthread_t is valid; the kick
+            // signal has a handler installed (install_kick_handler) that only sets a flag.
+            let rc = unsafe { libc::pthread_kill(h.as_pthread_t(), vcpu::kick_signal()) };
+            if rc != 0 && rc != libc::ESRCH {
+                log::warn!("cannot kick a vCPU thread: errno {rc}");
+            }
+        }
     }
 }

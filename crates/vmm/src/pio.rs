@@ -1,0 +1,162 @@
+//! Legacy port I/O the guest may touch: the i8042 reset line and an optional 8250 UART at
+//! 0x3f8 whose output goes to the log at debug level (early boot debugging only).
+
+use std::io::{self, Write};
+use std::sync::Mutex;
+
+use vm_superio::{Serial, Trigger};
+
+/// i8042 command/status port.
+const I8042_COMMAND: u16 = 0x64;
+/// i8042 data port.
+const I8042_DATA: u16 = 0x60;
+/// i8042 command "pulse output line 0": resets the CPU (Linux's `reboot=k`).
+const I8042_CMD_RESET: u8 = 0xfe;
+/// COM1 base port and its 8 registers.
+const COM1_BASE: u16 = 0x3f8;
+const COM1_LEN: u16 = 8;
+
+/// What a port write asks the VMM to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PioAction {
+    None,
+    /// The guest asked for a CPU reset: the VM ends.
+    Reset,
+}
+
+/// The UART's interrupt line is not wired: early console output is polled.
+pub struct NoIrq;
+
+impl Trigger for NoIrq {
+    type E = io::Error;
+    fn trigger(&self) -> Result<(), io::Error> {
+        Ok(())
+    }
+}
+
+/// Collects UART output into lines and logs each at debug level.
+#[derive(Default)]
+pub struct LogLineWriter {
+    line: Vec<u8>,
+}
+
+impl Write for LogLineWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        for &b in buf {
+            if b == b'\n' {
+                self.flush()?;
+            } else if b != b'\r' {
+                self.line.push(b);
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.line.is_empty() {
+            log::debug!("serial: {}", String::from_utf8_lossy(&self.line));
+            self.line.clear();
+        }
+        Ok(())
+    }
+}
+
+type DebugSerial = Serial<NoIrq, vm_superio::serial::NoEvents, LogLineWriter>;
+
+/// The port I/O space: shared by every vCPU thread.
+pub struct PortIoBus {
+    serial: Option<Mutex<DebugSerial>>,
+}
+
+impl PortIoBus {
+    /// `debug_serial`: put a UART at 0x3f8 (its output is logged at debug level).
+    pub fn new(debug_serial: bool) -> PortIoBus {
+        PortIoBus {
+            serial: debug_serial
+                .then(|| Mutex::new(Serial::new(NoIrq, LogLineWriter::default()))),
+        }
+    }
+
+    fn serial_offset(port: u16) -> Option<u8> {
+        (COM1_BASE..COM1_BASE + COM1_LEN)
+            .contains(&port)
+            .then(|| (port - COM1_BASE) as u8)
+    }
+
+    /// A guest `in`: unknown ports read as all ones (nothing there); the i8042 status reads
+    /// 0 so a reset through it never waits for a busy controller.
+    pub fn read(&self, port: u16, data: &mut [u8]) {
+        data.fill(0xff);
+        match (port, Self::serial_offset(port), &self.serial) {
+            (I8042_COMMAND | I8042_DATA, _, _) => data.fill(0),
+            (_, Some(offset), Some(serial)) => {
+                let mut serial = serial.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(b) = data.first_mut() {
+                    *b = serial.read(offset);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A guest `out`: writes to unknown ports are ignored.
+    pub fn write(&self, port: u16, data: &[u8]) -> PioAction {
+        match (port, Self::serial_offset(port), &self.serial) {
+            (I8042_COMMAND, _, _) if data.first() == Some(&I8042_CMD_RESET) => PioAction::Reset,
+            (_, Some(offset), Some(serial)) => {
+                let mut serial = serial.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(&b) = data.first() {
+                    if let Err(e) = serial.write(offset, b) {
+                        log::debug!("serial write failed: {e:?}");
+                    }
+                }
+                PioAction::None
+            }
+            _ => PioAction::None,
+        }
+    }
+
+    /// Flushes the UART's last partial line to the log.
+    pub fn shutdown(&self) {
+        if let Some(serial) = &self.serial {
+            let mut serial = serial.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = serial.writer_mut().flush();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_i8042_reset_command_reset() {
+        let bus = PortIoBus::new(false);
+        assert_eq!(bus.write(0x64, &[0xfe]), PioAction::Reset);
+        assert_eq!(bus.write(0x64, &[0xad]), PioAction::None);
+    }
+
+    #[test]
+    fn read_unknown_port_all_ones() {
+        let bus = PortIoBus::new(false);
+        let mut data = [0u8; 2];
+        bus.read(0x70, &mut data);
+        assert_eq!(data, [0xff, 0xff]);
+    }
+
+    #[test]
+    fn read_serial_absent_all_ones() {
+        let bus = PortIoBus::new(false);
+        let mut data = [0u8; 1];
+        bus.read(0x3fd, &mut data);
+        assert_eq!(data, [0xff]);
+    }
+
+    #[test]
+    fn read_serial_present_line_status_transmitter_empty() {
+        let bus = PortIoBus::new(true);
+        let mut data = [0u8; 1];
+        bus.read(0x3fd, &mut data);
+        assert_ne!(data[0] & 0x20, 0);
+    }
+}

@@ -1,0 +1,235 @@
+//! vCPUs: per-vCPU setup (CPUID, MSRs, registers, LAPIC) and the thread that runs one vCPU,
+//! handling its exits until the VM ends or another thread kicks it out of `KVM_RUN`.
+
+use std::cell::Cell;
+use std::os::raw::{c_int, c_void};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once};
+use std::time::Instant;
+
+use kvm_bindings::{kvm_sregs, CpuId, Msrs, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET};
+use kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN;
+use kvm_ioctls::{VcpuExit, VcpuFd};
+
+use crate::boot::{cpuid, msr, regs};
+use crate::device_manager::MmioBus;
+use crate::pio::{PioAction, PortIoBus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    #[error("cannot set CPUID")]
+    Cpuid(#[source] kvm_ioctls::Error),
+    #[error("cannot build the MSR list")]
+    MsrList,
+    #[error("cannot set MSRs ({set} of {want} accepted)")]
+    Msrs { set: usize, want: usize },
+    #[error("cannot set MSRs")]
+    MsrsIoctl(#[source] kvm_ioctls::Error),
+    #[error("cannot get or set special registers")]
+    Sregs(#[source] kvm_ioctls::Error),
+    #[error("cannot set registers")]
+    Regs(#[source] kvm_ioctls::Error),
+    #[error("cannot set the FPU state")]
+    Fpu(#[source] kvm_ioctls::Error),
+    #[error("cannot get or set the local APIC")]
+    Lapic(#[source] kvm_ioctls::Error),
+    #[error("KVM_RUN failed")]
+    Run(#[source] kvm_ioctls::Error),
+    #[error("KVM could not enter the guest (hardware entry failure reason {0:#x})")]
+    FailEntry(u64),
+    #[error("KVM internal error")]
+    InternalError,
+    #[error("unexpected vCPU exit {0}")]
+    UnexpectedExit(String),
+    #[error("the vCPU thread panicked")]
+    Panicked,
+}
+
+impl VcpuError {
+    pub fn errno(&self) -> i32 {
+        match self {
+            VcpuError::Cpuid(e)
+            | VcpuError::MsrsIoctl(e)
+            | VcpuError::Sregs(e)
+            | VcpuError::Regs(e)
+            | VcpuError::Fpu(e)
+            | VcpuError::Lapic(e)
+            | VcpuError::Run(e) => e.errno(),
+            _ => libc::EIO,
+        }
+    }
+}
+
+/// What the VM-wide boot setup hands each vCPU.
+pub struct BootSetup<'a> {
+    /// `KVM_GET_SUPPORTED_CPUID`, unpatched.
+    pub supported_cpuid: &'a CpuId,
+    pub vcpus: u8,
+    pub entry_addr: u64,
+    pub cr3: u64,
+}
+
+/// Configures vCPU `id` for the 64-bit boot protocol. Only vCPU 0 runs from these registers;
+/// the others wait for the guest's INIT/SIPI in the in-kernel LAPIC.
+pub fn configure(fd: &VcpuFd, id: u8, boot: &BootSetup<'_>) -> Result<(), VcpuError> {
+    let mut cpuid = boot.supported_cpuid.clone();
+    cpuid::patch_entries(cpuid.as_mut_slice(), id, boot.vcpus);
+    fd.set_cpuid2(&cpuid).map_err(VcpuError::Cpuid)?;
+
+    let entries = msr::boot_msr_entries();
+    let msrs = Msrs::from_entries(&entries).map_err(|_| VcpuError::MsrList)?;
+    let set = fd.set_msrs(&msrs).map_err(VcpuError::MsrsIoctl)?;
+    if set != entries.len() {
+        return Err(VcpuError::Msrs {
+            set,
+            want: entries.len(),
+        });
+    }
+
+    let sregs: kvm_sregs = fd.get_sregs().map_err(VcpuError::Sregs)?;
+    fd.set_sregs(&regs::boot_sregs(sregs, boot.cr3))
+        .map_err(VcpuError::Sregs)?;
+    fd.set_regs(&regs::boot_regs(boot.entry_addr))
+        .map_err(VcpuError::Regs)?;
+    fd.set_fpu(&regs::boot_fpu()).map_err(VcpuError::Fpu)?;
+
+    let mut lapic = fd.get_lapic().map_err(VcpuError::Lapic)?;
+    regs::wire_lapic_lints(&mut lapic);
+    fd.set_lapic(&lapic).map_err(VcpuError::Lapic)?;
+    Ok(())
+}
+
+/// Why a vCPU thread stopped.
+#[derive(Debug)]
+pub enum VcpuEnd {
+    /// The guest asked for a reset (i8042, `reboot=k`, or `KVM_SYSTEM_EVENT_RESET`).
+    Reset,
+    /// The guest powered off (`KVM_SYSTEM_EVENT_SHUTDOWN`).
+    Shutdown,
+    /// Triple fault (`KVM_EXIT_SHUTDOWN`).
+    TripleFault,
+    /// The guest reported a crash (`KVM_SYSTEM_EVENT_CRASH`).
+    Crash,
+    /// Another vCPU ended the VM and kicked this one.
+    Kicked,
+    Failed(VcpuError),
+}
+
+/// The signal that kicks a vCPU thread out of `KVM_RUN`.
+pub fn kick_signal() -> c_int {
+    vmm_sys_util::signal::SIGRTMIN()
+}
+
+thread_local! {
+    /// This thread's `kvm_run.immediate_exit`, for the kick handler. Null outside a vCPU run.
+    static IMMEDIATE_EXIT: Cell<*mut u8> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+extern "C" fn kick_handler(_: c_int, _: *mut libc::siginfo_t, _: *mut c_void) {
+    let ptr = IMMEDIATE_EXIT.with(Cell::get);
+    if !ptr.is_null() {
+        // SAFETY: a non-null pointer is this thread's live kvm_run mapping (cleared before the
+        // VcpuFd is dropped); a volatile byte store is async-signal-safe. It makes a KVM_RUN
+        // entered after the kick return EINTR at once, closing the check-then-run race.
+        unsafe { ptr.write_volatile(1) };
+    }
+}
+
+/// Installs the kick handler once per process.
+pub fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
+    static ONCE: Once = Once::new();
+    let mut result = Ok(());
+    ONCE.call_once(|| {
+        result = vmm_sys_util::signal::register_signal_handler(kick_signal(), kick_handler);
+    });
+    result
+}
+
+/// State shared by every vCPU thread.
+pub struct Shared {
+    pub pio: PortIoBus,
+    pub mmio: MmioBus,
+    /// Set when the VM ends; vCPUs check it before every `KVM_RUN`.
+    pub stop: AtomicBool,
+    pub started: Instant,
+    pub first_entry: Once,
+}
+
+/// One vCPU thread's body: runs until the guest or another vCPU ends the VM.
+pub fn run(mut fd: VcpuFd, id: u8, shared: Arc<Shared>) -> VcpuEnd {
+    let ptr: *mut u8 = &mut fd.get_kvm_run().immediate_exit;
+    IMMEDIATE_EXIT.with(|c| c.set(ptr));
+    if let Err(e) = vmm_sys_util::signal::unblock_signal(kick_signal()) {
+        log::warn!("vcpu{id}: cannot unblock the kick signal: {e}");
+    }
+    let end = run_loop(&mut fd, id, &shared);
+    IMMEDIATE_EXIT.with(|c| c.set(std::ptr::null_mut()));
+    end
+}
+
+fn run_loop(fd: &mut VcpuFd, id: u8, shared: &Shared) -> VcpuEnd {
+    loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            return VcpuEnd::Kicked;
+        }
+        if id == 0 {
+            shared.first_entry.call_once(|| {
+                log::debug!(
+                    "first vCPU entry {:?} after Vm::new started",
+                    shared.started.elapsed()
+                );
+            });
+        }
+        if let Some(end) = handle_exit(fd.run(), id, shared) {
+            return end;
+        }
+    }
+}
+
+/// Handles one `KVM_RUN` result; Some ends this vCPU.
+fn handle_exit(exit: Result<VcpuExit<'_>, kvm_ioctls::Error>, id: u8, shared: &Shared) -> Option<VcpuEnd> {
+    let exit = match exit {
+        Ok(exit) => exit,
+        Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => return None,
+        Err(e) => return Some(VcpuEnd::Failed(VcpuError::Run(e))),
+    };
+    match exit {
+        VcpuExit::IoIn(port, data) => shared.pio.read(port, data),
+        VcpuExit::IoOut(port, data) => {
+            if shared.pio.write(port, data) == PioAction::Reset {
+                log::debug!("vcpu{id}: i8042 reset");
+                return Some(VcpuEnd::Reset);
+            }
+        }
+        VcpuExit::MmioRead(addr, data) => shared.mmio.read(addr, data),
+        VcpuExit::MmioWrite(addr, data) => shared.mmio.write(addr, data),
+        VcpuExit::Shutdown => {
+            log::debug!("vcpu{id}: triple fault");
+            return Some(VcpuEnd::TripleFault);
+        }
+        VcpuExit::Hlt => {
+            log::debug!("vcpu{id}: halted with interrupts off");
+            return Some(VcpuEnd::Shutdown);
+        }
+        VcpuExit::SystemEvent(kind, _) => {
+            log::debug!("vcpu{id}: system event {kind}");
+            return Some(match kind {
+                KVM_SYSTEM_EVENT_SHUTDOWN => VcpuEnd::Shutdown,
+                KVM_SYSTEM_EVENT_RESET => VcpuEnd::Reset,
+                KVM_SYSTEM_EVENT_CRASH => VcpuEnd::Crash,
+                other => VcpuEnd::Failed(VcpuError::UnexpectedExit(format!(
+                    "system event {other}"
+                ))),
+            });
+        }
+        VcpuExit::FailEntry(reason, _) => return Some(VcpuEnd::Failed(VcpuError::FailEntry(reason))),
+        VcpuExit::InternalError => return Some(VcpuEnd::Failed(VcpuError::InternalError)),
+        VcpuExit::Intr => {}
+        other => {
+            return Some(VcpuEnd::Failed(VcpuError::UnexpectedExit(format!(
+                "{other:?}"
+            ))))
+        }
+    }
+    None
+}
