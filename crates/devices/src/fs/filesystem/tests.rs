@@ -466,3 +466,26 @@ fn share_new_missing_directory_fails_at_init() {
     nix::sched::unshare(CloneFlags::CLONE_FS).unwrap();
     assert_eq!(errno(fs.init(FsOptions::empty())), libc::ENOENT);
 }
+
+#[test]
+fn share_link_rename_mkdir_inside_share_reach_the_host() {
+    let host = host();
+    std::fs::write(host.share.join("file"), b"data").unwrap();
+    let fs = serve(&host.share, rw());
+    let c = ctx();
+    let file = fs.lookup(&c, ROOT_ID, &name("file")).unwrap();
+
+    let dir = fs.mkdir(&c, ROOT_ID, &name("dir"), 0o755, 0).unwrap();
+    fs.link(&c, file.inode, dir.inode, &name("hard")).unwrap();
+    fs.rename(&c, ROOT_ID, &name("file"), dir.inode, &name("moved"), 0)
+        .unwrap();
+
+    let moved = host.share.join("dir/moved");
+    let hard = host.share.join("dir/hard");
+    assert_eq!(std::fs::read(&moved).unwrap(), b"data");
+    assert_eq!(
+        std::fs::metadata(&moved).unwrap().ino(),
+        std::fs::metadata(&hard).unwrap().ino()
+    );
+    assert!(!host.share.join("file").exists());
+}
