@@ -7,7 +7,8 @@
 use std::io;
 use std::path::PathBuf;
 
-use super::filesystem::{ExitCode, ShareFs, ShareOptions};
+use super::exit_code::ExitCode;
+use super::filesystem::{ShareFs, ShareOptions};
 use super::worker::{Worker, WorkerHandle};
 use crate::virtio::{device_type, features, ActivateError, ActivationContext, VirtioDevice};
 

@@ -6,8 +6,10 @@
 //! the exit-code ioctl, read-only shares).
 
 mod device;
+mod exit_code;
 mod filesystem;
 mod worker;
 
 pub use device::{Fs, FsConfig, FsError, TAG_LEN};
-pub use filesystem::{ExitCode, INIT_NAME, KRUN_EXIT_CODE_IOCTL};
+pub use exit_code::ExitCode;
+pub use filesystem::{INIT_NAME, KRUN_EXIT_CODE_IOCTL};
