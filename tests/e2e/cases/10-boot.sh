@@ -1,0 +1,61 @@
+# Issue #3: the VMM boots libkrunfw's kernel. There is no root or init yet, so the guest
+# kernel panics (missing root/init) and the VM must end with a non-zero status, with the
+# kernel's own output on the console and nothing lost when stdout is a pipe.
+
+# Boot $1 vCPUs with 256 MiB, no root: expect the kernel's panic on stdout, non-zero exit.
+expect_panic_boot() {
+  vm boot run --cpus="$1" --mem=256
+  [ "$RC" -ne 124 ] || fail "the VM did not end within ${VM_TIMEOUT}s"
+  [ "$RC" -ne 2 ] && [ "$RC" -ne 3 ] || fail "$(vmtest_error boot.err) (exit $RC)"
+  has boot.out "$PANIC_RE" || fail "no guest kernel panic on stdout (exit $RC)"
+  [ "$RC" -ne 0 ] || fail "exit status 0 after the guest kernel panicked; expected non-zero"
+}
+
+register boot_1cpu
+case_boot_1cpu() { expect_panic_boot 1; }
+
+register boot_2cpu
+case_boot_2cpu() { expect_panic_boot 2; }
+
+register console_output
+case_console_output() {
+  vm console run --cpus=1 --mem=256 --console-output="$PWD/console.txt"
+  [ "$RC" -ne 124 ] || fail "the VM did not end within ${VM_TIMEOUT}s"
+  [ "$RC" -ne 2 ] && [ "$RC" -ne 3 ] || fail "$(vmtest_error console.err) (exit $RC)"
+  [ -f console.txt ] || fail "krun_set_console_output did not create the file (exit $RC)"
+  has console.txt "$PANIC_RE" || fail "no guest kernel panic in the console file (exit $RC)"
+  ! has console.out "$PANIC_RE" || fail "the console went to stdout too; expected the file only"
+}
+
+register missing_krunfw
+case_missing_krunfw() {
+  for d in /lib /lib64 /usr/lib /usr/lib64 /usr/local/lib /lib/x86_64-linux-gnu \
+    /usr/lib/x86_64-linux-gnu /usr/local/lib/x86_64-linux-gnu; do
+    [ ! -e "$d/libkrunfw.so.5" ] || skip "libkrunfw.so.5 is installed in $d, so it cannot be hidden"
+  done
+  [ -f "$KRUN_E2E_LIBDIR/libkrun.so.1" ] || fail "no libkrun.so.1 in KRUN_E2E_LIBDIR=$KRUN_E2E_LIBDIR"
+  mkdir nofw
+  cp "$KRUN_E2E_LIBDIR/libkrun.so.1" nofw/
+  LD_LIBRARY_PATH=$PWD/nofw timeout -k 10 "$VM_TIMEOUT" "$VMTEST" start-error --log-level=3 \
+    </dev/null >nofw.out 2>nofw.err
+  RC=$?
+  timed_out "$RC" && fail "did not end within ${VM_TIMEOUT}s"
+  [ "$RC" -ne 2 ] || fail "$(vmtest_error nofw.err) (exit $RC)"
+  [ "$RC" -eq 0 ] || fail "krun_start_enter did not return a negative errno: $(cat nofw.out) (exit $RC)"
+  has nofw.err 'libkrunfw\.so\.5' || fail "the log does not name libkrunfw.so.5 ($(head -c 200 nofw.out))"
+}
+
+register twenty_runs
+case_twenty_runs() {
+  i=1
+  while [ "$i" -le 20 ]; do
+    # stdout is a pipe: the last console bytes must still arrive before the process exits.
+    timeout -k 10 "$VM_TIMEOUT" "$VMTEST" run --cpus=1 --mem=256 </dev/null 2>"run$i.err" |
+      cat >"run$i.out"
+    if ! has "run$i.out" '---\[ end Kernel panic'; then
+      err=$(vmtest_error "run$i.err")
+      fail "run $i of 20: no '---[ end Kernel panic' line in its output${err:+ ($err)}"
+    fi
+    i=$((i + 1))
+  done
+}

@@ -1,0 +1,117 @@
+#!/bin/sh
+# suite.sh: run the end-to-end cases and report them one line each.
+#
+#   sh suite.sh [CASE...]      (default: every registered case, in file order)
+#
+# Runs wherever guests can boot: inside the lab (tests/lab/krunlab) or directly on a host whose
+# KVM works; tests/e2e/run decides and builds what is needed. POSIX sh (the lab has busybox).
+# Prints "ok - NAME" or "not ok - NAME: why" per case, and ends with "N passed, M failed";
+# exits 1 if any case failed.
+#
+# Environment:
+#   VMTEST            the test client (default: vmtest next to this script)
+#   KRUN_E2E_LIBDIR   directory holding libkrun.so.1 (default: /lab/lib in the lab)
+#   KRUN_E2E_ROOTFS   a busybox root for guests (default: $KRUNLAB_ROOTFS, else built on
+#                     first use from /bin/busybox)
+#   KRUN_E2E_WORK     scratch directory, kept for inspection (default: a new temporary one)
+#   KRUN_E2E_VM_TIMEOUT  seconds one VM run may take (default 120)
+#
+# Adding cases: drop a file in cases/ (sourced in name order) that defines case_NAME functions
+# and calls `register NAME` for each. A case runs in its own subshell, in its own empty
+# directory, and ends with `fail "why"`, `skip "why"`, or by returning (= passed). Helpers:
+#   vm NAME ARGS...   run "$VMTEST ARGS" under a timeout, stdin /dev/null; stdout in NAME.out,
+#                     stderr in NAME.err, exit status in $RC (124 = timed out)
+#   has FILE ERE      FILE contains a match for the extended regular expression
+#   guest_root        print the path of a busybox root for guests
+#   PANIC_RE          matches the guest kernel's panic text
+set -u
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+VMTEST=${VMTEST:-$HERE/vmtest}
+KRUN_E2E_LIBDIR=${KRUN_E2E_LIBDIR:-/lab/lib}
+VM_TIMEOUT=${KRUN_E2E_VM_TIMEOUT:-120}
+WORK=${KRUN_E2E_WORK:-$(mktemp -d "${TMPDIR:-/tmp}/krun-e2e.XXXXXX")}
+PANIC_RE='Kernel panic - not syncing|end Kernel panic'
+export VMTEST KRUN_E2E_LIBDIR WORK
+
+CASES=""
+register() { CASES="$CASES $1"; }
+
+# Inside a case: end it.
+fail() { printf '%s\n' "$*" >"$WORK/.why"; exit 1; }
+skip() { printf '%s\n' "$*" >"$WORK/.why"; exit 77; }
+
+has() { grep -a -q -E -e "$2" "$1" 2>/dev/null; }
+
+timed_out() { [ "$1" -eq 124 ] || [ "$1" -eq 137 ] || [ "$1" -eq 143 ]; }
+
+vm() {
+  _name=$1
+  shift
+  timeout -k 10 "$VM_TIMEOUT" "$VMTEST" "$@" </dev/null >"$_name.out" 2>"$_name.err"
+  RC=$?
+  if timed_out "$RC"; then RC=124; fi
+}
+
+# The first complaint vmtest printed about a failed call, for "why" texts.
+vmtest_error() { grep -a -m1 '^vmtest: ' "$1" 2>/dev/null | sed 's/^vmtest: //'; }
+
+guest_root() {
+  for _r in "${KRUN_E2E_ROOTFS:-}" "${KRUNLAB_ROOTFS:-}"; do
+    [ -n "$_r" ] && [ -x "$_r/bin/busybox" ] && { echo "$_r"; return 0; }
+  done
+  _r=$WORK/rootfs
+  if [ ! -x "$_r/bin/busybox" ]; then
+    mkdir -p "$_r/bin" "$_r/sbin" "$_r/dev" "$_r/proc" "$_r/sys" "$_r/tmp" "$_r/run" \
+      "$_r/etc" "$_r/root" "$_r/mnt" "$_r/var"
+    cp /bin/busybox "$_r/bin/busybox" || return 1
+    for _a in $(/bin/busybox --list); do
+      [ "$_a" = busybox ] || ln -sf busybox "$_r/bin/$_a"
+    done
+    echo 'root:x:0:0:root:/root:/bin/sh' >"$_r/etc/passwd"
+  fi
+  echo "$_r"
+}
+
+# Print the tail of a case's output files as comments, to diagnose a failure.
+show_files() {
+  for _f in "$1"/*.out "$1"/*.err "$1"/*.txt; do
+    [ -s "$_f" ] || continue
+    echo "#   --- ${_f##*/} (last lines)"
+    tail -n 8 "$_f" | sed 's/^/#   /'
+  done
+}
+
+for f in "$HERE"/cases/*.sh; do
+  . "$f"
+done
+
+[ $# -gt 0 ] && CASES=$*
+[ -x "$VMTEST" ] || { echo "not ok - setup: $VMTEST is not built"; echo "0 passed, 1 failed"; exit 1; }
+
+passed=0
+failed=0
+for name in $CASES; do
+  if ! command -v "case_$name" >/dev/null 2>&1; then
+    echo "not ok - $name: no such case"
+    failed=$((failed + 1))
+    continue
+  fi
+  dir=$WORK/$name
+  rm -rf "$dir" "$WORK/.why"
+  mkdir -p "$dir"
+  (cd "$dir" && "case_$name")
+  rc=$?
+  why=$(cat "$WORK/.why" 2>/dev/null)
+  case $rc in
+    0) echo "ok - $name"; passed=$((passed + 1)) ;;
+    77) echo "ok - $name # SKIP $why"; passed=$((passed + 1)) ;;
+    *)
+      echo "not ok - $name: ${why:-exited $rc}"
+      show_files "$dir"
+      failed=$((failed + 1))
+      ;;
+  esac
+done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

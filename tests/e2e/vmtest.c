@@ -1,0 +1,182 @@
+/*
+ * vmtest: the end-to-end test client. It drives libkrun only through the public C API, the
+ * way a real client (crun, microsandbox) does, so the e2e cases test what users get.
+ *
+ *   vmtest MODE [OPTIONS] [-- COMMAND [ARGS...]]
+ *
+ * MODE
+ *   run          configure a VM and call krun_start_enter, which must not return: the
+ *                process ends when the VM ends. If it returns, print why and exit 3.
+ *   start-error  the same, but krun_start_enter is expected to fail: print
+ *                "krun_start_enter: -ERRNO (text)" on stdout and exit 0 when it returned a
+ *                negative errno (exit 1 otherwise).
+ *
+ * OPTIONS
+ *   --cpus=N             vCPUs (default 1)
+ *   --mem=MIB            guest RAM in MiB (default 256)
+ *   --log-level=N        krun_set_log_level(N) first (0..5; default: leave the default)
+ *   --console-output=F   krun_set_console_output(F)
+ *   --root=DIR           krun_set_root(DIR)
+ *   --workdir=DIR        krun_set_workdir(DIR)
+ *   --env=NAME=VALUE     add to the guest environment (repeatable; default: NULL, i.e.
+ *                        libkrun's default environment)
+ *   -- COMMAND ARGS...   krun_set_exec(COMMAND, ARGS, env)
+ *
+ * Exit status: 2 when a configuration call failed (the call and its errno are printed on
+ * stderr); otherwise as described under MODE, or the VM's status.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libkrun.h>
+
+#define MAX_ENV 64
+
+enum mode { MODE_RUN, MODE_START_ERROR };
+
+struct options {
+    enum mode mode;
+    long cpus;
+    long mem_mib;
+    long log_level; /* -1: not set */
+    const char *console_output;
+    const char *root;
+    const char *workdir;
+    const char *env[MAX_ENV + 1];
+    int env_count;
+    char *const *exec_argv; /* NULL-terminated, [0] is the command; NULL if none */
+};
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: vmtest run|start-error [--cpus=N] [--mem=MIB] [--log-level=N]\n"
+            "              [--console-output=FILE] [--root=DIR] [--workdir=DIR]\n"
+            "              [--env=NAME=VALUE]... [-- COMMAND [ARGS...]]\n");
+    exit(2);
+}
+
+/* Exit 2 naming the call when a configuration call returned a negative errno. */
+static void check(int ret, const char *call)
+{
+    if (ret < 0) {
+        fprintf(stderr, "vmtest: %s: %d (%s)\n", call, ret, strerror(-ret));
+        exit(2);
+    }
+}
+
+static long parse_number(const char *text, const char *what)
+{
+    char *end = NULL;
+    errno = 0;
+    long value = strtol(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || value < 0) {
+        fprintf(stderr, "vmtest: %s: not a number: '%s'\n", what, text);
+        exit(2);
+    }
+    return value;
+}
+
+static void parse(int argc, char **argv, struct options *o)
+{
+    static const struct option longopts[] = {
+        {"cpus", required_argument, NULL, 'c'},
+        {"mem", required_argument, NULL, 'm'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"console-output", required_argument, NULL, 'o'},
+        {"root", required_argument, NULL, 'r'},
+        {"workdir", required_argument, NULL, 'w'},
+        {"env", required_argument, NULL, 'e'},
+        {NULL, 0, NULL, 0},
+    };
+    memset(o, 0, sizeof(*o));
+    o->cpus = 1;
+    o->mem_mib = 256;
+    o->log_level = -1;
+
+    if (argc < 2)
+        usage();
+    if (strcmp(argv[1], "run") == 0)
+        o->mode = MODE_RUN;
+    else if (strcmp(argv[1], "start-error") == 0)
+        o->mode = MODE_START_ERROR;
+    else
+        usage();
+
+    /* Parse after the mode word; "+" stops at the first non-option (the command). */
+    optind = 2;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "+", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c': o->cpus = parse_number(optarg, "--cpus"); break;
+        case 'm': o->mem_mib = parse_number(optarg, "--mem"); break;
+        case 'l': o->log_level = parse_number(optarg, "--log-level"); break;
+        case 'o': o->console_output = optarg; break;
+        case 'r': o->root = optarg; break;
+        case 'w': o->workdir = optarg; break;
+        case 'e':
+            if (o->env_count == MAX_ENV) {
+                fprintf(stderr, "vmtest: more than %d --env options\n", MAX_ENV);
+                exit(2);
+            }
+            o->env[o->env_count++] = optarg;
+            break;
+        default: usage();
+        }
+    }
+    o->env[o->env_count] = NULL;
+    if (optind < argc)
+        o->exec_argv = &argv[optind];
+    if (o->cpus > 255) {
+        fprintf(stderr, "vmtest: --cpus: at most 255\n");
+        exit(2);
+    }
+}
+
+/* Create a context and apply every option; returns the context id. */
+static uint32_t configure(const struct options *o)
+{
+    if (o->log_level >= 0)
+        check(krun_set_log_level((uint32_t)o->log_level), "krun_set_log_level");
+
+    int ctx = krun_create_ctx();
+    check(ctx, "krun_create_ctx");
+    uint32_t id = (uint32_t)ctx;
+
+    check(krun_set_vm_config(id, (uint8_t)o->cpus, (uint32_t)o->mem_mib), "krun_set_vm_config");
+    if (o->console_output)
+        check(krun_set_console_output(id, o->console_output), "krun_set_console_output");
+    if (o->root)
+        check(krun_set_root(id, o->root), "krun_set_root");
+    if (o->workdir)
+        check(krun_set_workdir(id, o->workdir), "krun_set_workdir");
+    if (o->exec_argv) {
+        const char *const *envp = o->env_count > 0 ? o->env : NULL;
+        check(krun_set_exec(id, o->exec_argv[0], (const char *const *)&o->exec_argv[1], envp),
+              "krun_set_exec");
+    }
+    return id;
+}
+
+int main(int argc, char **argv)
+{
+    struct options o;
+    parse(argc, argv, &o);
+    uint32_t ctx = configure(&o);
+
+    /* Whatever we printed must be out before the VM owns the process's exit. */
+    fflush(stdout);
+    fflush(stderr);
+    int ret = krun_start_enter(ctx);
+
+    if (o.mode == MODE_START_ERROR) {
+        printf("krun_start_enter: %d (%s)\n", ret, ret < 0 ? strerror(-ret) : "no error");
+        return ret < 0 ? 0 : 1;
+    }
+    fprintf(stderr, "vmtest: krun_start_enter returned %d (%s)\n", ret,
+            ret < 0 ? strerror(-ret) : "no error");
+    return 3;
+}
