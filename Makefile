@@ -1,0 +1,148 @@
+# libkrun.so.1 in Rust: build, install, test.
+#
+#   make                  release build of libkrun.so.1, header check, target/libkrun.pc,
+#                         target/examples/chroot_vm
+#   make install          PREFIX=/usr/local LIBDIR=$(PREFIX)/lib INCLUDEDIR=$(PREFIX)/include DESTDIR=
+#   make uninstall        the same variables
+#   make test             unit tests, install check, ABI tests, end-to-end tests (lab or direct)
+#   make lint             cargo fmt --check and clippy -D warnings
+#   make header           regenerate include/libkrun.h with cbindgen
+#   make demo             boot examples-c/chroot_vm with a busybox root in the lab
+#   make clean
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := all
+
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+DESTDIR ?=
+CARGO ?= cargo
+CC ?= cc
+CXX ?= c++
+CFLAGS ?= -O2 -g -Wall -Wextra -Werror
+
+# The version lives in one place: [workspace.package] in Cargo.toml.
+VERSION := $(shell sed -n '/^\[workspace\.package\]/,/^\[/ s/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml)
+MAJOR := $(firstword $(subst ., ,$(VERSION)))
+ifeq ($(VERSION),)
+$(error cannot read the version from [workspace.package] in Cargo.toml)
+endif
+
+TARGET := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)
+LIB := $(TARGET)/release/libkrun.so
+HEADER := include/libkrun.h
+PC_IN := pkgconfig/libkrun.pc.in
+PC := $(TARGET)/libkrun.pc
+EXAMPLE := $(TARGET)/examples/chroot_vm
+STAGE := $(TARGET)/stage
+KRUNLAB := tests/lab/krunlab
+export CARGO_TARGET_DIR := $(TARGET)
+
+.PHONY: all lib header-check header pc examples install uninstall test test-unit \
+	test-install test-abi test-e2e lint demo clean FORCE
+
+all: lib header-check pc examples
+
+lib:
+	$(CARGO) build --release -p krun
+
+# The exact "committed header == cbindgen output" check is crates/krun/tests/header.rs (part
+# of `make test`); here, cheaply: the header compiles on its own as C and C++, and it declares
+# exactly the krun_* functions the library exports.
+header-check: lib
+	@$(CC) -fsyntax-only -Wall -Wextra -Werror -x c $(HEADER)
+	@$(CXX) -fsyntax-only -Wall -Wextra -Werror -x c++ $(HEADER)
+	@diff -u --label "declared in $(HEADER)" --label "exported by libkrun.so" \
+		<($(CC) -E -P -x c $(HEADER) | grep -o '\bkrun_[a-z0-9_]*[[:space:]]*(' | tr -d '( \t' | sort -u) \
+		<(nm -D --defined-only $(LIB) | awk '$$3 ~ /^krun_/ {print $$3}' | sort -u) \
+		|| { echo "header-check: $(HEADER) and the library disagree (run 'make header'?)"; exit 1; }
+	@echo "header-check: $(HEADER) compiles and matches the library's exports"
+
+header:
+	UPDATE_HEADER=1 $(CARGO) test -p krun --test header
+
+# Regenerated on every run: it depends on PREFIX/LIBDIR/INCLUDEDIR, which change per call.
+pc: $(PC)
+$(PC): $(PC_IN) FORCE
+	@mkdir -p $(@D)
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+		-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@.tmp
+	@! grep -n '@[A-Z]*@' $@.tmp || { echo "pc: unreplaced placeholder in $<"; exit 1; }
+	mv $@.tmp $@
+
+examples: $(EXAMPLE)
+$(EXAMPLE): examples-c/chroot_vm.c $(HEADER) lib
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -std=c11 -D_GNU_SOURCE -Iinclude -o $@ $< -L$(dir $(LIB)) -lkrun
+
+install: all
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)
+	install -m 0755 $(LIB) $(DESTDIR)$(LIBDIR)/libkrun.so.$(VERSION)
+	ln -sfn libkrun.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libkrun.so.$(MAJOR)
+	ln -sfn libkrun.so.$(MAJOR) $(DESTDIR)$(LIBDIR)/libkrun.so
+	install -m 0644 $(HEADER) $(DESTDIR)$(INCLUDEDIR)/libkrun.h
+	install -m 0644 $(PC) $(DESTDIR)$(LIBDIR)/pkgconfig/libkrun.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libkrun.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libkrun.so.$(MAJOR) \
+		$(DESTDIR)$(LIBDIR)/libkrun.so $(DESTDIR)$(INCLUDEDIR)/libkrun.h \
+		$(DESTDIR)$(LIBDIR)/pkgconfig/libkrun.pc
+
+# Every part runs even when an earlier one fails; the summary names what failed.
+test: all
+	@failed=""; \
+	for t in test-unit test-install test-abi test-e2e; do \
+		echo "=== make $$t"; \
+		$(MAKE) --no-print-directory $$t || failed="$$failed $$t"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed"; exit 1; fi; \
+	echo "make test: all passed"
+
+test-unit:
+	$(CARGO) test --workspace
+
+# Install into a DESTDIR and check the layout a distribution package would get.
+test-install: all
+	@d=$(TARGET)/destdir; rm -rf $$d; \
+	$(MAKE) --no-print-directory install DESTDIR=$$d PREFIX=/usr LIBDIR=/usr/lib/x86_64-linux-gnu >/dev/null; \
+	l=$$d/usr/lib/x86_64-linux-gnu; \
+	[ -f $$l/libkrun.so.$(VERSION) ] && [ ! -L $$l/libkrun.so.$(VERSION) ] || { echo "no $$l/libkrun.so.$(VERSION)"; exit 1; }; \
+	[ "$$(readlink $$l/libkrun.so.$(MAJOR))" = libkrun.so.$(VERSION) ] || { echo "bad link libkrun.so.$(MAJOR)"; exit 1; }; \
+	[ "$$(readlink $$l/libkrun.so)" = libkrun.so.$(MAJOR) ] || { echo "bad link libkrun.so"; exit 1; }; \
+	soname=$$(objdump -p $$l/libkrun.so.$(VERSION) | awk '$$1 == "SONAME" {print $$2}'); \
+	[ "$$soname" = libkrun.so.$(MAJOR) ] || { echo "SONAME is '$$soname', expected libkrun.so.$(MAJOR)"; exit 1; }; \
+	cmp -s $(HEADER) $$d/usr/include/libkrun.h || { echo "header not installed"; exit 1; }; \
+	pc="env PKG_CONFIG_PATH=$$l/pkgconfig pkg-config"; \
+	[ "$$($$pc --modversion libkrun)" = $(VERSION) ] || { echo "libkrun.pc: wrong version"; exit 1; }; \
+	[ "$$($$pc --variable=libdir libkrun)" = /usr/lib/x86_64-linux-gnu ] || { echo "libkrun.pc: wrong libdir"; exit 1; }; \
+	[[ "$$($$pc --libs libkrun)" == *-lkrun* ]] || { echo "libkrun.pc: Libs lacks -lkrun"; exit 1; }; \
+	echo "test-install: DESTDIR layout, links, SONAME libkrun.so.$(MAJOR), header and libkrun.pc are right"
+
+# The ABI tests build against an installed prefix, found through its libkrun.pc.
+test-abi: all
+	@if [ ! -x tests/abi/run.sh ]; then \
+		echo "test-abi: tests/abi/run.sh does not exist yet; SKIPPING the ABI tests"; exit 0; fi; \
+	rm -rf $(STAGE); \
+	$(MAKE) --no-print-directory install PREFIX=$(STAGE) DESTDIR= >/dev/null; \
+	LIBDIR=$(STAGE)/lib tests/abi/run.sh $(STAGE)
+
+test-e2e: all
+	KRUN_E2E_LIB=$(LIB) tests/e2e/run
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Needs the root filesystem support of issue #4 to print its line; until then it shows how far
+# the boot gets.
+demo: all
+	@mkdir -p $(TARGET)/demo-lib && cp -L $(LIB) $(TARGET)/demo-lib/libkrun.so.$(MAJOR)
+	$(KRUNLAB) run --timeout 600 --lib $(TARGET)/demo-lib --put $(EXAMPLE):chroot_vm -- \
+		'./chroot_vm "$$KRUNLAB_ROOTFS" /bin/echo hello from the microVM'
+
+clean:
+	$(CARGO) clean
+	rm -f $(PC) $(PC).tmp
+
+FORCE:
