@@ -78,6 +78,9 @@ impl PreparedExec {
     /// Turns the calling process into the workload. Call in the forked child (or in PID 1
     /// itself for `KRUN_INIT_PID1`).
     pub fn run(&self) -> ! {
+        // Rust's runtime ignores SIGPIPE in init; ignored signals survive exec, and a
+        // workload must see the default (`yes | head` ends by SIGPIPE).
+        sys::default_sigpipe();
         take_console();
         redirect_virtio_ports();
         if let Some(dir) = &self.workdir {
@@ -251,6 +254,11 @@ mod sys {
     pub fn chdir(dir: &CStr) -> io::Result<()> {
         // SAFETY: `dir` is a valid NUL-terminated string for the duration of the call.
         check(unsafe { libc::chdir(dir.as_ptr()) }).map(drop)
+    }
+
+    pub fn default_sigpipe() {
+        // SAFETY: installs the default disposition; no handler code is involved.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
 
     pub fn setsid() -> io::Result<()> {

@@ -23,6 +23,7 @@ use exec::{PreparedExec, EXIT_SETUP_FAILED};
 use workload::{KernelInput, Workload};
 
 fn main() {
+    install_panic_hook();
     mounts::mount_kernel_filesystems();
     mounts::make_root_shared();
     net::bring_up_loopback();
@@ -59,6 +60,19 @@ fn run(workload: &Workload) -> i32 {
         Ok(child) => reaper::supervise(child, &mask),
         Err(err) => fail(&format!("fork: {err}")),
     }
+}
+
+/// A panic in PID 1 would exit it and panic the kernel without a status for the VMM: report
+/// 125 and power off instead. In the forked workload child, just exit 125.
+fn install_panic_hook() {
+    let init_pid = std::process::id();
+    std::panic::set_hook(Box::new(move |info| {
+        diag!("internal error: {info}");
+        if std::process::id() == init_pid {
+            report::finish(EXIT_SETUP_FAILED);
+        }
+        std::process::exit(EXIT_SETUP_FAILED);
+    }));
 }
 
 /// Init could not even start the workload: say why and end the VM with status 125.

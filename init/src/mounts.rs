@@ -61,14 +61,19 @@ const KERNEL_MOUNTS: [Mount; 6] = [
 pub fn mount_kernel_filesystems() {
     for mount in &KERNEL_MOUNTS {
         if let Err(err) = mount_one(mount.source, mount.target, mount.fstype, mount.flags) {
-            crate::diag!("mount {} ({}): {err}", mount.target, mount.fstype);
+            crate::diag!(
+                "mount {} ({}): {}",
+                mount.target,
+                mount.fstype,
+                crate::exec::describe(&err)
+            );
         }
         if mount.target == "/dev" {
             open_missing_stdio();
             // Upstream: let unprivileged workloads use nested KVM. Absent is normal.
             if let Err(err) = std::fs::set_permissions("/dev/kvm", mode(0o666)) {
                 if err.kind() != io::ErrorKind::NotFound {
-                    crate::diag!("chmod /dev/kvm: {err}");
+                    crate::diag!("chmod /dev/kvm: {}", crate::exec::describe(&err));
                 }
             }
         }
@@ -80,7 +85,10 @@ pub fn mount_kernel_filesystems() {
 /// Upstream sets the root mount shared so mounts made inside propagate (podman relies on it).
 pub fn make_root_shared() {
     if let Err(err) = sys::mount(None, c"/", None, libc::MS_REC | libc::MS_SHARED) {
-        crate::diag!("cannot make / a shared mount: {err}");
+        crate::diag!(
+            "cannot make / a shared mount: {}",
+            crate::exec::describe(&err)
+        );
     }
 }
 
@@ -94,7 +102,7 @@ pub fn mount_config_tmpfs(destinations: &[String]) {
             continue;
         }
         if let Err(err) = mount_one("tmpfs", dest, "tmpfs", flags) {
-            crate::diag!("mount tmpfs on {dest}: {err}");
+            crate::diag!("mount tmpfs on {dest}: {}", crate::exec::describe(&err));
         }
     }
 }

@@ -8,14 +8,14 @@ pub const TSI_DUMMY_NETMASK: [u8; 4] = [255, 255, 255, 0];
 
 pub fn set_hostname(name: &str) {
     if let Err(err) = sys::sethostname(name) {
-        crate::diag!("sethostname({name}): {err}");
+        crate::diag!("sethostname({name}): {}", crate::exec::describe(&err));
     }
 }
 
 /// Brings `lo` up so the workload can talk to 127.0.0.1 (with TSI, loopback stays local).
 pub fn bring_up_loopback() {
     if let Err(err) = set_interface_up("lo") {
-        crate::diag!("cannot bring up lo: {err}");
+        crate::diag!("cannot bring up lo: {}", crate::exec::describe(&err));
     }
 }
 
@@ -35,7 +35,7 @@ pub fn enable_tsi_dummy_interface() {
         Ok(()) => {}
         Err(err) if err.raw_os_error() == Some(libc::ENODEV) => return,
         Err(err) => {
-            crate::diag!("cannot bring up dummy0: {err}");
+            crate::diag!("cannot bring up dummy0: {}", crate::exec::describe(&err));
             return;
         }
     }
@@ -44,7 +44,7 @@ pub fn enable_tsi_dummy_interface() {
         sock.set_ipv4(libc::SIOCSIFNETMASK, "dummy0", TSI_DUMMY_NETMASK)
     });
     if let Err(err) = result {
-        crate::diag!("cannot configure dummy0: {err}");
+        crate::diag!("cannot configure dummy0: {}", crate::exec::describe(&err));
     }
 }
 

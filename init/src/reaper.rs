@@ -63,12 +63,18 @@ pub fn supervise(child: libc::pid_t, mask: &SignalMask) -> i32 {
             Ok(libc::SIGCHLD) => {}
             Ok(sig) => {
                 if let Err(err) = sys::kill(child, sig) {
-                    crate::diag!("cannot forward signal {sig} to the workload: {err}");
+                    crate::diag!(
+                        "cannot forward signal {sig} to the workload: {}",
+                        crate::exec::describe(&err)
+                    );
                 }
             }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) => {
-                crate::diag!("sigwaitinfo failed ({err}); waiting without forwarding");
+                crate::diag!(
+                    "sigwaitinfo failed ({}); waiting without forwarding",
+                    crate::exec::describe(&err)
+                );
                 return wait_blocking(child);
             }
         }

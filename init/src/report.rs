@@ -17,13 +17,13 @@ pub const FUSE_SUPER_MAGIC: libc::c_long = 0x6573_5546;
 
 #[derive(Debug, Error)]
 pub enum ReportError {
-    #[error("statfs(/) failed: {0}")]
+    #[error("statfs(/) failed: {}", crate::exec::describe(.0))]
     Statfs(#[source] io::Error),
     #[error("the root is not virtio-fs (type {0:#x}), nobody to report to")]
     NotVirtiofs(i64),
-    #[error("cannot open /: {0}")]
+    #[error("cannot open /: {}", crate::exec::describe(.0))]
     Open(#[source] io::Error),
-    #[error("exit-code ioctl 0x7602 failed: {0}")]
+    #[error("exit-code ioctl 0x7602 failed: {}", crate::exec::describe(.0))]
     Ioctl(#[source] io::Error),
 }
 
@@ -47,7 +47,10 @@ pub fn finish(code: i32) -> ! {
     }
     sys::sync();
     if let Err(err) = sys::reboot(libc::RB_AUTOBOOT) {
-        crate::diag!("reboot failed: {err}; exiting with status {code}");
+        crate::diag!(
+            "reboot failed: {}; exiting with status {code}",
+            crate::exec::describe(&err)
+        );
     }
     std::process::exit(code)
 }

@@ -68,10 +68,11 @@ pub fn apply_all(limits: &[Rlimit]) {
     for limit in limits {
         if let Err(err) = set_rlimit(limit) {
             crate::diag!(
-                "setrlimit({}, {}, {}) failed: {err}",
+                "setrlimit({}, {}, {}) failed: {}",
                 limit.resource,
                 limit.cur,
-                limit.max
+                limit.max,
+                crate::exec::describe(&err)
             );
         }
     }

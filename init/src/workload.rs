@@ -30,7 +30,7 @@ pub const CONTROL_PREFIX: &str = "KRUN_";
 
 #[derive(Debug, Error)]
 pub enum WorkloadError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {}", crate::exec::describe(source))]
     Read {
         path: String,
         #[source]
