@@ -1,1 +1,11 @@
-//! libkrun.so.1: the libkrun C ABI.
+//! libkrun.so.1: the libkrun C ABI over the `vmm` crate.
+//!
+//! Every `krun_*` export lives in [`api`]; the context table in [`ctx`], the FFI helpers
+//! and the errno mapping in [`ffi`]. Rust users should call `vmm` directly.
+
+pub mod api;
+pub mod ctx;
+pub mod ffi;
+pub mod init;
+
+pub use init::DEFAULT_INIT;

@@ -660,6 +660,9 @@ impl VmConfig {
 
     /// `krun_set_root_disk`: a raw disk with id `root` the guest boots from.
     pub fn set_root_disk(&mut self, path: PathBuf) -> Result<(), ConfigError> {
+        if self.disks.iter().any(|d| d.id == "root") {
+            return Err(ConfigError::DuplicateDiskId("root".to_string()));
+        }
         self.claim_root("block-device root")?;
         self.add_disk(Disk {
             id: "root".to_string(),
@@ -965,9 +968,9 @@ impl VmConfig {
         {
             return Err(ConfigError::OverlayPath(overlay.path));
         }
-        if !self.fs_shares.iter().any(|s| s.tag == overlay.tag)
-            && !(overlay.tag == ROOT_FS_TAG && self.root_kind().is_some())
-        {
+        let share_exists = self.fs_shares.iter().any(|s| s.tag == overlay.tag)
+            || (overlay.tag == ROOT_FS_TAG && self.root_kind().is_some());
+        if !share_exists {
             return Err(ConfigError::NoSuchFsTag(overlay.tag));
         }
         let same_tag = |p: &str| {

@@ -1,0 +1,111 @@
+//! The workload init starts in the guest: program, arguments, environment, working
+//! directory, rlimits, user and group.
+
+use std::ffi::c_char;
+
+use crate::ctx;
+use crate::ffi::{self, guard};
+
+/// Sets the program the guest's init runs (`exec_path`, looked up in the guest), its
+/// arguments `argv` (a NULL-terminated array, without the program name; NULL for none) and
+/// its environment `envp` (a NULL-terminated array of `KEY=VALUE`; NULL to pass this
+/// process's environment at start time). Returns 0, -ENOENT for an unknown context, -EINVAL
+/// for a NULL or empty `exec_path` or non-UTF-8 text, -E2BIG for an array with no NULL
+/// terminator.
+///
+/// # Safety
+/// `exec_path` is NULL or NUL-terminated; each array is NULL or NULL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn krun_set_exec(
+    ctx_id: u32,
+    exec_path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> i32 {
+    guard("krun_set_exec", || {
+        ctx::check(ctx_id)?;
+        // SAFETY: NULL or NUL-terminated per this function's contract.
+        let path = unsafe { ffi::c_str(exec_path, "exec_path") }?.to_string();
+        // SAFETY: NULL or NULL-terminated per this function's contract.
+        let args = unsafe { ffi::opt_c_str_array(argv, "argv") }?.unwrap_or_default();
+        // SAFETY: as above.
+        let env = unsafe { ffi::opt_c_str_array(envp, "envp") }?;
+        ctx::with(ctx_id, |c| c.set_exec(path, args, env)).map(|()| 0)
+    })
+}
+
+/// Sets the workload's environment alone: `envp` is a NULL-terminated array of `KEY=VALUE`,
+/// or NULL to pass this process's environment at start time. Returns 0, -ENOENT for an
+/// unknown context, -EINVAL for non-UTF-8 text, -E2BIG for an array with no terminator.
+///
+/// # Safety
+/// `envp` is NULL or a NULL-terminated array of NUL-terminated strings.
+#[no_mangle]
+pub unsafe extern "C" fn krun_set_env(ctx_id: u32, envp: *const *const c_char) -> i32 {
+    guard("krun_set_env", || {
+        ctx::check(ctx_id)?;
+        // SAFETY: NULL or NULL-terminated per this function's contract.
+        let env = unsafe { ffi::opt_c_str_array(envp, "envp") }?;
+        ctx::with(ctx_id, |c| {
+            c.exec.env = env;
+            Ok(0)
+        })
+    })
+}
+
+/// Sets the workload's working directory, a path inside the guest. Returns 0, -ENOENT for
+/// an unknown context, -EINVAL for a NULL, empty or non-UTF-8 path.
+///
+/// # Safety
+/// `workdir_path` is NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn krun_set_workdir(ctx_id: u32, workdir_path: *const c_char) -> i32 {
+    guard("krun_set_workdir", || {
+        ctx::check(ctx_id)?;
+        // SAFETY: NULL or NUL-terminated per this function's contract.
+        let dir = unsafe { ffi::c_str(workdir_path, "workdir_path") }?.to_string();
+        ctx::with(ctx_id, |c| c.set_workdir(dir)).map(|()| 0)
+    })
+}
+
+/// Sets resource limits for the workload from a NULL-terminated array of
+/// `RESOURCE=CUR:MAX` entries, RESOURCE being a Linux resource number (`"7=1024:4096"`) or
+/// name (`"RLIMIT_NOFILE=1024:4096"`) and CUR <= MAX. Replaces earlier limits. Returns 0,
+/// -ENOENT for an unknown context, -EINVAL for a NULL array or a malformed entry, -E2BIG
+/// for an array with no terminator.
+///
+/// # Safety
+/// `rlimits` is NULL or a NULL-terminated array of NUL-terminated strings.
+#[no_mangle]
+pub unsafe extern "C" fn krun_set_rlimits(ctx_id: u32, rlimits: *const *const c_char) -> i32 {
+    guard("krun_set_rlimits", || {
+        ctx::check(ctx_id)?;
+        // SAFETY: NULL or NULL-terminated per this function's contract.
+        let entries = unsafe { ffi::c_str_array(rlimits, "rlimits") }?;
+        ctx::with(ctx_id, |c| c.set_rlimits(&entries)).map(|()| 0)
+    })
+}
+
+/// Runs the workload as user `uid` in the guest. Returns 0 or -ENOENT for an unknown
+/// context.
+#[no_mangle]
+pub extern "C" fn krun_setuid(ctx_id: u32, uid: libc::uid_t) -> i32 {
+    guard("krun_setuid", || {
+        ctx::with(ctx_id, |c| {
+            c.exec.uid = Some(uid);
+            Ok(0)
+        })
+    })
+}
+
+/// Runs the workload as group `gid` in the guest. Returns 0 or -ENOENT for an unknown
+/// context.
+#[no_mangle]
+pub extern "C" fn krun_setgid(ctx_id: u32, gid: libc::gid_t) -> i32 {
+    guard("krun_setgid", || {
+        ctx::with(ctx_id, |c| {
+            c.exec.gid = Some(gid);
+            Ok(0)
+        })
+    })
+}
