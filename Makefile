@@ -137,8 +137,7 @@ lint:
 # Needs the root filesystem support of issue #4 to print its line; until then it shows how far
 # the boot gets.
 demo: all
-	@mkdir -p $(TARGET)/demo-lib && cp -L $(LIB) $(TARGET)/demo-lib/libkrun.so.$(MAJOR)
-	$(KRUNLAB) run --timeout 600 --lib $(TARGET)/demo-lib --put $(EXAMPLE):chroot_vm -- \
+	$(KRUNLAB) run --timeout 600 --lib $(LIB) --put $(EXAMPLE):chroot_vm -- \
 		'./chroot_vm "$$KRUNLAB_ROOTFS" /bin/echo hello from the microVM'
 
 clean:
