@@ -7,12 +7,7 @@ use vm_memory::GuestAddress;
 use crate::layout::{CMDLINE_MAX_SIZE, MMIO_DEVICE_SIZE};
 
 /// The options upstream libkrun passes to every libkrunfw kernel, console excluded.
-const BASE: &[&str] = &[
-    "reboot=k",
-    "panic=-1",
-    "panic_print=0",
-    "nomodule",
-];
+const BASE: &[&str] = &["reboot=k", "panic=-1", "panic_print=0", "nomodule"];
 /// Options after the console.
 const BASE_TAIL: &[&str] = &["rootfstype=virtiofs", "rw", "quiet", "no-kvmapf"];
 /// The implicit init served on the root share.
@@ -112,8 +107,21 @@ mod tests {
 
     #[test]
     fn build_devices_listed_before_init() {
-        let devs = [MmioDeviceArg { base: 0xd000_0000, irq: 5 }, MmioDeviceArg { base: 0xd000_1000, irq: 6 }];
-        let c = build(&CmdlineParams { mmio_devices: &devs, ..Default::default() }).unwrap();
+        let devs = [
+            MmioDeviceArg {
+                base: 0xd000_0000,
+                irq: 5,
+            },
+            MmioDeviceArg {
+                base: 0xd000_1000,
+                irq: 6,
+            },
+        ];
+        let c = build(&CmdlineParams {
+            mmio_devices: &devs,
+            ..Default::default()
+        })
+        .unwrap();
         assert!(text(&c).ends_with(
             "virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6 init=/init.krun"
         ));
@@ -121,7 +129,11 @@ mod tests {
 
     #[test]
     fn build_console_override_replaces_hvc0() {
-        let c = build(&CmdlineParams { console: Some("ttyS0"), ..Default::default() }).unwrap();
+        let c = build(&CmdlineParams {
+            console: Some("ttyS0"),
+            ..Default::default()
+        })
+        .unwrap();
         assert!(text(&c).contains("console=ttyS0"));
         assert!(!text(&c).contains("hvc0"));
     }
@@ -129,7 +141,11 @@ mod tests {
     #[test]
     fn build_too_long_extra_error_not_truncated() {
         let extra = "x".repeat(CMDLINE_MAX_SIZE);
-        let err = build(&CmdlineParams { extra: Some(&extra), ..Default::default() }).unwrap_err();
+        let err = build(&CmdlineParams {
+            extra: Some(&extra),
+            ..Default::default()
+        })
+        .unwrap_err();
         assert!(matches!(err, CmdlineError::TooLong { .. }));
     }
 }

@@ -169,12 +169,12 @@ impl<'a> DeviceManager<'a> {
     /// caller's stdin as input.
     pub fn add_console(&mut self, console: &config::Console) -> Result<(), DeviceError> {
         let output = match &console.output {
-            Some(path) => devices::console::file_output(path).map_err(|source| {
-                DeviceError::ConsoleIo {
+            Some(path) => {
+                devices::console::file_output(path).map_err(|source| DeviceError::ConsoleIo {
                     what: "output file",
                     source,
-                }
-            })?,
+                })?
+            }
             None => devices::console::stdout_output().map_err(|source| DeviceError::ConsoleIo {
                 what: "stdout",
                 source,

@@ -87,6 +87,16 @@ pub fn ram_ranges(ram_bytes: u64) -> Vec<(u64, u64)> {
     }
 }
 
+// The boot structures must not overlap; checked at compile time.
+const _: () = {
+    assert!(BOOT_IDT_START + 8 <= ZERO_PAGE_START);
+    assert!(ZERO_PAGE_START + 0x1000 <= BOOT_STACK_POINTER);
+    assert!(BOOT_STACK_POINTER < PML4_START);
+    assert!(PDE_START + 0x1000 <= CMDLINE_START);
+    assert!(CMDLINE_START + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
+    assert!(MPTABLE_END <= HIMEM_START);
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,15 +118,5 @@ mod tests {
         assert_eq!(mmio_slot_irq(0), Some(5));
         assert_eq!(mmio_slot_irq(18), Some(23));
         assert_eq!(mmio_slot_irq(19), None);
-    }
-
-    #[test]
-    fn layout_boot_structures_do_not_overlap() {
-        assert!(BOOT_IDT_START + 8 <= ZERO_PAGE_START);
-        assert!(ZERO_PAGE_START + 0x1000 <= BOOT_STACK_POINTER);
-        assert!(BOOT_STACK_POINTER < PML4_START);
-        assert!(PDE_START + 0x1000 <= CMDLINE_START);
-        assert!(CMDLINE_START + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
-        assert!(MPTABLE_END <= HIMEM_START);
     }
 }

@@ -72,8 +72,7 @@ impl PortIoBus {
     /// `debug_serial`: put a UART at 0x3f8 (its output is logged at debug level).
     pub fn new(debug_serial: bool) -> PortIoBus {
         PortIoBus {
-            serial: debug_serial
-                .then(|| Mutex::new(Serial::new(NoIrq, LogLineWriter::default()))),
+            serial: debug_serial.then(|| Mutex::new(Serial::new(NoIrq, LogLineWriter::default()))),
         }
     }
 

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Instant;
 
-use kvm_bindings::{kvm_sregs, CpuId, Msrs, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET};
 use kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN;
+use kvm_bindings::{kvm_sregs, CpuId, Msrs, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use crate::boot::{cpuid, msr, regs};
@@ -187,7 +187,11 @@ fn run_loop(fd: &mut VcpuFd, id: u8, shared: &Shared) -> VcpuEnd {
 }
 
 /// Handles one `KVM_RUN` result; Some ends this vCPU.
-fn handle_exit(exit: Result<VcpuExit<'_>, kvm_ioctls::Error>, id: u8, shared: &Shared) -> Option<VcpuEnd> {
+fn handle_exit(
+    exit: Result<VcpuExit<'_>, kvm_ioctls::Error>,
+    id: u8,
+    shared: &Shared,
+) -> Option<VcpuEnd> {
     let exit = match exit {
         Ok(exit) => exit,
         Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => return None,
@@ -217,12 +221,14 @@ fn handle_exit(exit: Result<VcpuExit<'_>, kvm_ioctls::Error>, id: u8, shared: &S
                 KVM_SYSTEM_EVENT_SHUTDOWN => VcpuEnd::Shutdown,
                 KVM_SYSTEM_EVENT_RESET => VcpuEnd::Reset,
                 KVM_SYSTEM_EVENT_CRASH => VcpuEnd::Crash,
-                other => VcpuEnd::Failed(VcpuError::UnexpectedExit(format!(
-                    "system event {other}"
-                ))),
+                other => {
+                    VcpuEnd::Failed(VcpuError::UnexpectedExit(format!("system event {other}")))
+                }
             });
         }
-        VcpuExit::FailEntry(reason, _) => return Some(VcpuEnd::Failed(VcpuError::FailEntry(reason))),
+        VcpuExit::FailEntry(reason, _) => {
+            return Some(VcpuEnd::Failed(VcpuError::FailEntry(reason)))
+        }
         VcpuExit::InternalError => return Some(VcpuEnd::Failed(VcpuError::InternalError)),
         VcpuExit::Intr => {}
         other => {

@@ -115,9 +115,7 @@ impl VmError {
             VmError::Cmdline(CmdlineError::TooLong { .. }) => libc::E2BIG,
             VmError::Cmdline(CmdlineError::Invalid { .. }) => libc::EINVAL,
             VmError::LoadCmdline(_) | VmError::Boot(_) => libc::EINVAL,
-            VmError::ConfigureVcpu { source, .. } | VmError::Vcpu { source, .. } => {
-                source.errno()
-            }
+            VmError::ConfigureVcpu { source, .. } | VmError::Vcpu { source, .. } => source.errno(),
             VmError::KickHandler(e) => e.errno(),
             VmError::SpawnVcpu { source, .. } => source.raw_os_error().unwrap_or(libc::EAGAIN),
         }
@@ -193,13 +191,15 @@ impl Vm {
         let cmdline_size = cmdline
             .as_cstring()
             .map(|c| c.as_bytes_with_nul().len())
-            .map_err(|source| VmError::Cmdline(CmdlineError::Invalid {
-                what: String::new(),
-                source,
-            }))?;
+            .map_err(|source| {
+                VmError::Cmdline(CmdlineError::Invalid {
+                    what: String::new(),
+                    source,
+                })
+            })?;
         log::debug!("kernel command line: {:?}", cmdline.as_cstring().ok());
-        let cr3 = boot::write_boot_structures(&mem, config.vcpus, cmdline_size)
-            .map_err(VmError::Boot)?;
+        let cr3 =
+            boot::write_boot_structures(&mem, config.vcpus, cmdline_size).map_err(VmError::Boot)?;
 
         let supported_cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)

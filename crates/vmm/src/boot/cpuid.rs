@@ -37,14 +37,12 @@ pub fn patch_entries(entries: &mut [kvm_cpuid_entry2], apic_id: u8, vcpus: u8) {
                     e.edx &= !LEAF1_EDX_HTT;
                 }
             }
-            0x4 => {
-                // Deterministic cache parameters (Intel): cores per package in 31:26,
-                // threads sharing the cache in 25:14 (L3 shared by all, L1/L2 private).
-                if e.eax & 0x1f != 0 {
-                    let level = (e.eax >> 5) & 0x7;
-                    let sharing = if level >= 3 { count - 1 } else { 0 };
-                    e.eax = (e.eax & 0x3fff) | ((sharing & 0xfff) << 14) | ((count - 1) << 26);
-                }
+            // Deterministic cache parameters (Intel): cores per package in 31:26, threads
+            // sharing the cache in 25:14 (L3 shared by all, L1/L2 private).
+            0x4 if e.eax & 0x1f != 0 => {
+                let level = (e.eax >> 5) & 0x7;
+                let sharing = if level >= 3 { count - 1 } else { 0 };
+                e.eax = (e.eax & 0x3fff) | ((sharing & 0xfff) << 14) | ((count - 1) << 26);
             }
             0xb | 0x1f => {
                 e.edx = id;

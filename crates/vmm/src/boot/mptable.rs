@@ -156,7 +156,9 @@ mod tests {
         let table = &bytes[16..];
         let count = u16::from_le_bytes([table[34], table[35]]);
         assert_eq!(count, 3 + 1 + 1 + 24 + 2);
-        let cpus: Vec<_> = (0..3).map(|i| &table[44 + i * 20..44 + (i + 1) * 20]).collect();
+        let cpus: Vec<_> = (0..3)
+            .map(|i| &table[44 + i * 20..44 + (i + 1) * 20])
+            .collect();
         assert_eq!(cpus[0][..4], [0, 0, APIC_VERSION, 3]);
         assert_eq!(cpus[2][..4], [0, 2, APIC_VERSION, 1]);
         let ioapic = &table[44 + 60 + 8..44 + 60 + 16];
@@ -166,6 +168,9 @@ mod tests {
     #[test]
     fn build_max_vcpus_fits_window() {
         assert!(build(254, MPTABLE_START).is_ok());
-        assert!(matches!(build(0, MPTABLE_START), Err(MpTableError::VcpuCount(0))));
+        assert!(matches!(
+            build(0, MPTABLE_START),
+            Err(MpTableError::VcpuCount(0))
+        ));
     }
 }

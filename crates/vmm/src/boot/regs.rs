@@ -118,8 +118,8 @@ mod tests {
 
     #[test]
     fn boot_regs_entry_and_zero_page() {
-        let r = boot_regs(0x1000_200);
-        assert_eq!((r.rip, r.rsi, r.rflags), (0x1000_200, ZERO_PAGE_START, 2));
+        let r = boot_regs(0x0100_0200);
+        assert_eq!((r.rip, r.rsi, r.rflags), (0x0100_0200, ZERO_PAGE_START, 2));
     }
 
     #[test]

@@ -4,8 +4,7 @@ use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, GuestMemoryRegion};
 
 use crate::layout::{
-    CMDLINE_START, EBDA_START, FIRST_ADDR_PAST_32BITS, HIMEM_START, MMIO_GAP_START,
-    ZERO_PAGE_START,
+    CMDLINE_START, EBDA_START, FIRST_ADDR_PAST_32BITS, HIMEM_START, MMIO_GAP_START, ZERO_PAGE_START,
 };
 
 /// e820 type of usable RAM.
@@ -75,10 +74,7 @@ pub fn build_boot_params<M: GuestMemory>(
 }
 
 /// Builds the zero page and writes it at [`ZERO_PAGE_START`]; returns its address for `rsi`.
-pub fn write_zero_page<M: GuestMemory>(
-    mem: &M,
-    cmdline_size: usize,
-) -> Result<u64, ZeroPageError> {
+pub fn write_zero_page<M: GuestMemory>(mem: &M, cmdline_size: usize) -> Result<u64, ZeroPageError> {
     let params = build_boot_params(mem, cmdline_size)?;
     mem.write_obj(params, GuestAddress(ZERO_PAGE_START))
         .map_err(ZeroPageError::Write)?;
@@ -91,7 +87,10 @@ mod tests {
     use vm_memory::GuestMemoryMmap;
 
     fn mem(ranges: &[(u64, u64)]) -> GuestMemoryMmap<()> {
-        let r: Vec<_> = ranges.iter().map(|&(a, s)| (GuestAddress(a), s as usize)).collect();
+        let r: Vec<_> = ranges
+            .iter()
+            .map(|&(a, s)| (GuestAddress(a), s as usize))
+            .collect();
         GuestMemoryMmap::from_ranges(&r).unwrap()
     }
 
@@ -100,8 +99,14 @@ mod tests {
         let m = mem(&[(0, 256 << 20)]);
         let map = e820_map(&m);
         assert_eq!(map.len(), 2);
-        assert_eq!((map[0].addr, map[0].size, map[0].type_), (0, EBDA_START, E820_RAM));
-        assert_eq!((map[1].addr, map[1].size), (HIMEM_START, (256 << 20) - HIMEM_START));
+        assert_eq!(
+            (map[0].addr, map[0].size, map[0].type_),
+            (0, EBDA_START, E820_RAM)
+        );
+        assert_eq!(
+            (map[1].addr, map[1].size),
+            (HIMEM_START, (256 << 20) - HIMEM_START)
+        );
     }
 
     #[test]
@@ -110,7 +115,10 @@ mod tests {
         let m = mem(&[(0, 8 << 20), (FIRST_ADDR_PAST_32BITS, 2 << 20)]);
         let map = e820_map(&m);
         assert_eq!(map.len(), 3);
-        assert_eq!((map[2].addr, map[2].size), (FIRST_ADDR_PAST_32BITS, 2 << 20));
+        assert_eq!(
+            (map[2].addr, map[2].size),
+            (FIRST_ADDR_PAST_32BITS, 2 << 20)
+        );
     }
 
     #[test]
@@ -126,6 +134,9 @@ mod tests {
         assert_eq!({ p.hdr.cmdline_size }, 100);
         assert_eq!(p.e820_entries, 2);
         let high = p.e820_table[1];
-        assert_eq!(({ high.addr }, { high.size }), (HIMEM_START, (64 << 20) - HIMEM_START));
+        assert_eq!(
+            ({ high.addr }, { high.size }),
+            (HIMEM_START, (64 << 20) - HIMEM_START)
+        );
     }
 }
