@@ -23,6 +23,13 @@
 #                     stderr in NAME.err, exit status in $RC (124 = timed out)
 #   has FILE ERE      FILE contains a match for the extended regular expression
 #   guest_root        print the path of a busybox root for guests
+#   copy_root DIR     make DIR a private, writable copy of that root (cases that write into it)
+#   guest NAME ARGS...  vm NAME ARGS, then fail on a timeout, a failed libkrun call or a guest
+#                     kernel panic; NAME.txt is stdout+stderr without \r (the guest console
+#                     is a tty); the case then checks $RC and NAME.txt
+#   expect_rc NAME N  fail unless the VM's status ($RC) is N
+#   expect_line NAME TEXT  fail unless NAME.txt has a line that is exactly TEXT
+#   excerpt FILE      the end of FILE on one line, for "why" texts
 #   PANIC_RE          matches the guest kernel's panic text
 set -u
 
@@ -45,12 +52,18 @@ has() { grep -a -q -E -e "$2" "$1" 2>/dev/null; }
 
 timed_out() { [ "$1" -eq 124 ] || [ "$1" -eq 137 ] || [ "$1" -eq 143 ]; }
 
+# The status comes through a file so that a VM whose guest died by a signal (137, 143: a
+# status like any other) is not taken for a timeout; on a timeout the VM is killed.
 vm() {
   _name=$1
   shift
-  timeout -k 10 "$VM_TIMEOUT" "$VMTEST" "$@" </dev/null >"$_name.out" 2>"$_name.err"
+  rm -f "$_name.rc"
+  # shellcheck disable=SC2016 # expanded by the inner sh
+  timeout -k 10 "$VM_TIMEOUT" sh -c 'f=$1; shift; "$@" & p=$!
+    trap "kill -KILL $p; exit 124" TERM INT; wait $p; r=$?; echo $r >"$f"; exit $r' \
+    sh "$PWD/$_name.rc" "$VMTEST" "$@" </dev/null >"$_name.out" 2>"$_name.err"
   RC=$?
-  if timed_out "$RC"; then RC=124; fi
+  if [ -s "$_name.rc" ]; then RC=$(cat "$_name.rc"); elif timed_out "$RC"; then RC=124; fi
 }
 
 # The first complaint vmtest printed about a failed call, for "why" texts.
@@ -71,6 +84,31 @@ guest_root() {
     echo 'root:x:0:0:root:/root:/bin/sh' >"$_r/etc/passwd"
   fi
   echo "$_r"
+}
+
+copy_root() {
+  _src=$(guest_root) || return 1
+  rm -rf "$1" && cp -a "$_src" "$1"
+}
+
+excerpt() { tail -c "${2:-400}" "$1" 2>/dev/null | tr -d '\r' | tr '\n' '|'; }
+
+guest() {
+  vm "$@"
+  cat "$1.out" "$1.err" 2>/dev/null | tr -d '\r' >"$1.txt"
+  [ "$RC" -ne 124 ] || fail "the VM did not end within ${VM_TIMEOUT}s; output: $(excerpt "$1.txt")"
+  _e=$(vmtest_error "$1.err")
+  [ -z "$_e" ] || fail "$_e (exit $RC)"
+  ! has "$1.txt" "$PANIC_RE" || fail "the guest kernel panicked (exit $RC): $(excerpt "$1.txt")"
+}
+
+expect_rc() {
+  [ "$RC" -eq "$2" ] || fail "exit status $RC, expected $2; guest output: $(excerpt "$1.txt")"
+}
+
+expect_line() {
+  grep -a -q -x -F -e "$2" "$1.txt" ||
+    fail "no line '$2' in the guest output: $(excerpt "$1.txt")"
 }
 
 # Print the tail of a case's output files as comments, to diagnose a failure.

@@ -17,10 +17,21 @@
  *   --log-level=N        krun_set_log_level(N) first (0..5; default: leave the default)
  *   --console-output=F   krun_set_console_output(F)
  *   --root=DIR           krun_set_root(DIR)
+ *   --root-virtiofs=DIR  the root as crun gives it: krun_add_virtiofs2(ctx, "/dev/root", DIR,
+ *                        512 MiB)
+ *   --virtiofs=TAG:PATH[:ro]  an extra share: krun_add_virtiofs(TAG, PATH), or with ":ro"
+ *                        krun_add_virtiofs3(TAG, PATH, 0, true) (repeatable)
  *   --workdir=DIR        krun_set_workdir(DIR)
- *   --env=NAME=VALUE     add to the guest environment (repeatable; default: NULL, i.e.
- *                        libkrun's default environment)
- *   -- COMMAND ARGS...   krun_set_exec(COMMAND, ARGS, env)
+ *   --rlimit=ID=CUR:MAX  add to krun_set_rlimits' array (repeatable)
+ *   --uid=N, --gid=N     krun_setuid(N), krun_setgid(N)
+ *   --env=NAME=VALUE     add to the guest environment passed as krun_set_exec's envp
+ *                        (repeatable)
+ *   --inherit-env        envp NULL: the guest inherits this process's environment (also the
+ *                        default when no --env is given)
+ *   --empty-env          envp is an empty array
+ *   -- COMMAND ARGS...   krun_set_exec(COMMAND, ARGS, envp). Without a command (or with
+ *                        --no-exec) krun_set_exec is not called: the workload then comes
+ *                        from the root's /.krun_config.json (crun style).
  *
  * Exit status: 2 when a configuration call failed (the call and its errno are printed on
  * stderr); otherwise as described under MODE, or the VM's status.
@@ -30,10 +41,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 
 #include <libkrun.h>
 
-#define MAX_ENV 64
+#define MAX_ENV 1024
+#define MAX_LIST 64
 
 enum mode { MODE_RUN, MODE_START_ERROR };
 
@@ -44,9 +57,17 @@ struct options {
     long log_level; /* -1: not set */
     const char *console_output;
     const char *root;
+    const char *root_virtiofs;
     const char *workdir;
     const char *env[MAX_ENV + 1];
     int env_count;
+    int env_mode; /* 0: envp from --env (NULL if none), 1: NULL, 2: empty array */
+    const char *rlimits[MAX_LIST + 1];
+    int rlimit_count;
+    char *shares[MAX_LIST]; /* "TAG:PATH[:ro]", split in configure() */
+    int share_count;
+    long uid, gid; /* -1: not set */
+    int no_exec;
     char *const *exec_argv; /* NULL-terminated, [0] is the command; NULL if none */
 };
 
@@ -54,8 +75,10 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: vmtest run|start-error [--cpus=N] [--mem=MIB] [--log-level=N]\n"
-            "              [--console-output=FILE] [--root=DIR] [--workdir=DIR]\n"
-            "              [--env=NAME=VALUE]... [-- COMMAND [ARGS...]]\n");
+            "              [--console-output=FILE] [--root=DIR] [--root-virtiofs=DIR]\n"
+            "              [--virtiofs=TAG:PATH[:ro]]... [--workdir=DIR] [--rlimit=ID=CUR:MAX]...\n"
+            "              [--uid=N] [--gid=N] [--env=NAME=VALUE]... [--inherit-env|--empty-env]\n"
+            "              [--no-exec] [-- COMMAND [ARGS...]]\n");
     exit(2);
 }
 
@@ -90,12 +113,22 @@ static void parse(int argc, char **argv, struct options *o)
         {"root", required_argument, NULL, 'r'},
         {"workdir", required_argument, NULL, 'w'},
         {"env", required_argument, NULL, 'e'},
+        {"root-virtiofs", required_argument, NULL, 'R'},
+        {"virtiofs", required_argument, NULL, 'v'},
+        {"rlimit", required_argument, NULL, 'L'},
+        {"uid", required_argument, NULL, 'u'},
+        {"gid", required_argument, NULL, 'g'},
+        {"inherit-env", no_argument, NULL, 'I'},
+        {"empty-env", no_argument, NULL, 'E'},
+        {"no-exec", no_argument, NULL, 'N'},
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof(*o));
     o->cpus = 1;
     o->mem_mib = 256;
     o->log_level = -1;
+    o->uid = -1;
+    o->gid = -1;
 
     if (argc < 2)
         usage();
@@ -124,10 +157,31 @@ static void parse(int argc, char **argv, struct options *o)
             }
             o->env[o->env_count++] = optarg;
             break;
+        case 'R': o->root_virtiofs = optarg; break;
+        case 'v':
+            if (o->share_count == MAX_LIST || strchr(optarg, ':') == NULL) {
+                fprintf(stderr, "vmtest: --virtiofs: TAG:PATH[:ro], at most %d\n", MAX_LIST);
+                exit(2);
+            }
+            o->shares[o->share_count++] = optarg;
+            break;
+        case 'L':
+            if (o->rlimit_count == MAX_LIST) {
+                fprintf(stderr, "vmtest: more than %d --rlimit options\n", MAX_LIST);
+                exit(2);
+            }
+            o->rlimits[o->rlimit_count++] = optarg;
+            break;
+        case 'u': o->uid = parse_number(optarg, "--uid"); break;
+        case 'g': o->gid = parse_number(optarg, "--gid"); break;
+        case 'I': o->env_mode = 1; break;
+        case 'E': o->env_mode = 2; break;
+        case 'N': o->no_exec = 1; break;
         default: usage();
         }
     }
     o->env[o->env_count] = NULL;
+    o->rlimits[o->rlimit_count] = NULL;
     if (optind < argc)
         o->exec_argv = &argv[optind];
     if (o->cpus > 255) {
@@ -137,7 +191,7 @@ static void parse(int argc, char **argv, struct options *o)
 }
 
 /* Create a context and apply every option; returns the context id. */
-static uint32_t configure(const struct options *o)
+static uint32_t configure(struct options *o)
 {
     if (o->log_level >= 0)
         check(krun_set_log_level((uint32_t)o->log_level), "krun_set_log_level");
@@ -151,10 +205,41 @@ static uint32_t configure(const struct options *o)
         check(krun_set_console_output(id, o->console_output), "krun_set_console_output");
     if (o->root)
         check(krun_set_root(id, o->root), "krun_set_root");
+    if (o->root_virtiofs)
+        check(krun_add_virtiofs2(id, "/dev/root", o->root_virtiofs, 512ULL << 20),
+              "krun_add_virtiofs2(/dev/root)");
+    for (int i = 0; i < o->share_count; i++) {
+        /* TAG:PATH[:ro]; PATH must not contain ':'. */
+        char *tag = o->shares[i];
+        char *path = strchr(tag, ':');
+        *path++ = '\0';
+        char *flag = strchr(path, ':');
+        if (flag != NULL) {
+            *flag++ = '\0';
+            if (strcmp(flag, "ro") != 0) {
+                fprintf(stderr, "vmtest: --virtiofs: unknown flag '%s'\n", flag);
+                exit(2);
+            }
+            check(krun_add_virtiofs3(id, tag, path, 0, true), "krun_add_virtiofs3");
+        } else {
+            check(krun_add_virtiofs(id, tag, path), "krun_add_virtiofs");
+        }
+    }
     if (o->workdir)
         check(krun_set_workdir(id, o->workdir), "krun_set_workdir");
-    if (o->exec_argv) {
+    if (o->rlimit_count > 0)
+        check(krun_set_rlimits(id, o->rlimits), "krun_set_rlimits");
+    if (o->gid >= 0)
+        check(krun_setgid(id, (gid_t)o->gid), "krun_setgid");
+    if (o->uid >= 0)
+        check(krun_setuid(id, (uid_t)o->uid), "krun_setuid");
+    if (o->exec_argv && !o->no_exec) {
+        static const char *const empty_env[] = {NULL};
         const char *const *envp = o->env_count > 0 ? o->env : NULL;
+        if (o->env_mode == 1)
+            envp = NULL;
+        else if (o->env_mode == 2)
+            envp = empty_env;
         check(krun_set_exec(id, o->exec_argv[0], (const char *const *)&o->exec_argv[1], envp),
               "krun_set_exec");
     }
