@@ -7,7 +7,7 @@
 #   make test             unit tests, install check, ABI tests, end-to-end tests (lab or direct)
 #   make lint             cargo fmt --check and clippy -D warnings
 #   make header           regenerate include/libkrun.h with cbindgen
-#   make demo             boot examples-c/chroot_vm with a busybox root in the lab
+#   make demo             run examples-c/chroot_vm with a busybox root (here, or in the lab)
 #   make clean
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -134,11 +134,10 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# Needs the root filesystem support of issue #4 to print its line; until then it shows how far
-# the boot gets.
+# Prepares a busybox root (target/demo/rootfs) and runs chroot_vm with a hello-world command,
+# on this host when its KVM boots guests, else in the lab (examples-c/demo.sh).
 demo: all
-	$(KRUNLAB) run --timeout 600 --lib $(LIB) --put $(EXAMPLE):chroot_vm -- \
-		'./chroot_vm "$$KRUNLAB_ROOTFS" /bin/echo hello from the microVM'
+	examples-c/demo.sh $(LIB) $(EXAMPLE)
 
 clean:
 	$(CARGO) clean

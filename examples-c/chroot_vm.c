@@ -94,7 +94,7 @@ int main(int argc, char **argv)
           "krun_set_vm_config");
     check(krun_set_root((uint32_t)ctx, new_root), "krun_set_root");
     check(krun_set_workdir((uint32_t)ctx, "/"), "krun_set_workdir");
-    /* envp NULL: libkrun gives the guest a default environment. */
+    /* envp NULL: the guest inherits this process's environment (as with upstream libkrun). */
     check(krun_set_exec((uint32_t)ctx, command, args, NULL), "krun_set_exec");
 
     int ret = krun_start_enter((uint32_t)ctx);
