@@ -115,8 +115,10 @@ expect_line() {
 show_files() {
   for _f in "$1"/*.out "$1"/*.err "$1"/*.txt; do
     [ -s "$_f" ] || continue
+    # NAME.txt (from guest) already holds NAME.out and NAME.err.
+    case $_f in *.out | *.err) [ ! -e "${_f%.*}.txt" ] || continue ;; esac
     echo "#   --- ${_f##*/} (last lines)"
-    tail -n 8 "$_f" | sed 's/^/#   /'
+    tail -n 12 "$_f" | sed 's/^/#   /'
   done
 }
 
