@@ -9,6 +9,7 @@ pub mod console;
 pub mod fs;
 pub mod mmio;
 pub mod virtio;
+pub mod vsock;
 
 pub use console::Console;
 pub use mmio::{MmioTransport, MMIO_REGION_SIZE, QUEUE_NOTIFY_OFFSET};

@@ -1,0 +1,127 @@
+//! The virtio-vsock device (virtio 1.2, section 5.10): features, config space, lifecycle.
+
+use log::error;
+
+use super::muxer::Muxer;
+use super::worker::{Queues, Worker};
+use super::VsockConfig;
+use crate::virtio::features::VIRTIO_F_VERSION_1;
+use crate::virtio::{device_type, ActivateError, ActivationContext, VirtioDevice};
+
+pub const RX_QUEUE_INDEX: u16 = 0;
+pub const TX_QUEUE_INDEX: u16 = 1;
+pub const EVENT_QUEUE_INDEX: u16 = 2;
+pub const QUEUE_SIZE: u16 = 256;
+const QUEUE_SIZES: &[u16] = &[QUEUE_SIZE, QUEUE_SIZE, QUEUE_SIZE];
+/// VIRTIO_VSOCK_F_DGRAM (bit 3, libkrunfw's datagram patches): TSI's control messages and
+/// datagram sockets travel as vsock datagrams.
+pub const VIRTIO_VSOCK_F_DGRAM: u64 = 1 << 3;
+
+/// virtio-vsock with the muxer behind it; a "vsock0" worker serves it while active.
+pub struct Vsock {
+    cfg: VsockConfig,
+    acked_features: u64,
+    worker: Option<Worker>,
+}
+
+impl Vsock {
+    pub fn new(cfg: VsockConfig) -> Self {
+        Vsock {
+            cfg,
+            acked_features: 0,
+            worker: None,
+        }
+    }
+
+    pub fn guest_cid(&self) -> u64 {
+        self.cfg.guest_cid
+    }
+
+    fn stop_worker(&mut self) {
+        if let Some(w) = self.worker.take() {
+            w.stop();
+        }
+    }
+}
+
+impl VirtioDevice for Vsock {
+    fn device_type(&self) -> u32 {
+        device_type::VSOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        QUEUE_SIZES
+    }
+
+    fn avail_features(&self) -> u64 {
+        VIRTIO_F_VERSION_1 | VIRTIO_VSOCK_F_DGRAM
+    }
+
+    fn set_acked_features(&mut self, features: u64) {
+        self.acked_features = features & self.avail_features();
+    }
+
+    /// Config space (5.10.4): guest_cid, le64.
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        let bytes = self.cfg.guest_cid.to_le_bytes();
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = usize::try_from(offset)
+                .ok()
+                .and_then(|o| o.checked_add(i))
+                .and_then(|o| bytes.get(o))
+                .copied()
+                .unwrap_or(0);
+        }
+    }
+
+    fn activate(&mut self, ctx: ActivationContext) -> Result<(), ActivateError> {
+        if ctx.queues.len() != QUEUE_SIZES.len() {
+            return Err(ActivateError::QueueCount {
+                need: QUEUE_SIZES.len(),
+                got: ctx.queues.len(),
+            });
+        }
+        if self.worker.is_some() {
+            return Err(ActivateError::Backend(std::io::Error::other(
+                "vsock already active",
+            )));
+        }
+        let mux = Muxer::new(self.cfg.clone())
+            .map_err(|e| ActivateError::Backend(std::io::Error::other(e)))?;
+        let mut qs = ctx.queues.into_iter();
+        let (Some(rx), Some(tx), Some(ev)) = (qs.next(), qs.next(), qs.next()) else {
+            // Invariant: the length was checked above.
+            return Err(ActivateError::QueueCount { need: 3, got: 0 });
+        };
+        let queues = Queues {
+            mem: ctx.mem,
+            rx: rx.queue,
+            tx: tx.queue,
+            event: ev.queue,
+            interrupt: ctx.interrupt,
+        };
+        let worker = Worker::spawn(queues, mux, rx.notify_evt, tx.notify_evt, ev.notify_evt)
+            .map_err(ActivateError::Worker)?;
+        self.worker = Some(worker);
+        Ok(())
+    }
+
+    fn reset(&mut self) -> bool {
+        self.stop_worker();
+        self.acked_features = 0;
+        true
+    }
+
+    fn shutdown(&mut self) {
+        self.stop_worker();
+    }
+}
+
+impl Drop for Vsock {
+    fn drop(&mut self) {
+        if self.worker.is_some() {
+            error!("vsock0: dropped while active; stopping the worker");
+        }
+        self.stop_worker();
+    }
+}
