@@ -8,7 +8,7 @@ use std::io;
 use std::path::PathBuf;
 
 use super::exit_code::ExitCode;
-use super::filesystem::{ShareFs, ShareOptions};
+use super::filesystem::{ShareFs, ShareOptions, VirtualFile};
 use super::worker::{Worker, WorkerHandle};
 use crate::virtio::{device_type, features, ActivateError, ActivationContext, VirtioDevice};
 
@@ -30,8 +30,9 @@ pub struct FsConfig {
     pub path: PathBuf,
     /// Every mutating request fails with `EROFS`.
     pub read_only: bool,
-    /// Contents of a virtual read-only `/init.krun` (the root share's guest init).
-    pub init_binary: Option<&'static [u8]>,
+    /// Virtual read-only files at the top level (the root share's `init.krun` and
+    /// `.krun_exec.json`).
+    pub root_files: Vec<VirtualFile>,
     /// Where the guest's exit-code ioctl is recorded (the root share's).
     pub exit_code: Option<ExitCode>,
 }
@@ -111,7 +112,7 @@ impl Fs {
         }
         let opts = ShareOptions {
             read_only: cfg.read_only,
-            init_binary: cfg.init_binary,
+            root_files: cfg.root_files,
             exit_code: cfg.exit_code,
         };
         let prepared =

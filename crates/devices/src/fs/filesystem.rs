@@ -7,12 +7,14 @@
 //! stored and returned verbatim and resolved by the guest kernel, never by the host.
 //!
 //! On top of it [`ShareFs`] adds what upstream libkrun's fs server does for a krun root:
-//! - a virtual, read-only, executable `init.krun` in the root directory (the guest init),
-//!   served from memory and never written to the host directory;
+//! - virtual read-only files in the root directory ([`VirtualFile`]: the guest init
+//!   `init.krun`, the VMM's `.krun_exec.json`), served from memory and never written to the
+//!   host directory;
 //! - the exit-code ioctl (`KRUN_EXIT_CODE_IOCTL`) that the guest init uses to hand the
 //!   workload's status to the VMM;
 //! - read-only shares, where every mutating request fails with `EROFS`.
 
+use std::borrow::Cow;
 use std::ffi::CStr;
 use std::io;
 use std::path::Path;
@@ -41,20 +43,43 @@ pub const INIT_NAME: &[u8] = b"init.krun";
 /// `KRUN_EXIT_CODE_IOCTL`).
 pub const KRUN_EXIT_CODE_IOCTL: u32 = 0x7602;
 
-/// Node id of `init.krun`. `PassthroughFs` never hands out ids above `VFS_MAX_INO` (it fails
-/// the lookup first), so this one cannot collide with a host file.
-pub(crate) const INIT_INODE: u64 = VFS_MAX_INO + 1;
+/// Node id of the first virtual file; the others follow in list order. `PassthroughFs` never
+/// hands out ids above `VFS_MAX_INO` (it fails the lookup first), so these cannot collide
+/// with a host file.
+pub(crate) const FIRST_VIRTUAL_INODE: u64 = VFS_MAX_INO + 1;
 
-/// How long the guest may cache `init.krun`'s entry and attributes: it never changes.
-const INIT_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// How long the guest may cache a virtual file's entry and attributes: it never changes.
+const VIRTUAL_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A read-only file served from memory at the top level of a share. A host file of the same
+/// name is hidden behind it, and the guest can neither change nor remove it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VirtualFile {
+    /// A single path component (no `/`).
+    pub name: String,
+    pub bytes: Cow<'static, [u8]>,
+    /// Permission bits (`0o555` for an executable, `0o444` for data).
+    pub mode: u32,
+}
+
+impl VirtualFile {
+    /// The guest init, `/init.krun`, executable.
+    pub fn init(bytes: &'static [u8]) -> Self {
+        VirtualFile {
+            name: String::from_utf8_lossy(INIT_NAME).into_owned(),
+            bytes: Cow::Borrowed(bytes),
+            mode: 0o555,
+        }
+    }
+}
 
 /// The krun policy a share is served with.
 #[derive(Clone, Debug, Default)]
 pub struct ShareOptions {
     /// Every mutating request fails with `EROFS`.
     pub read_only: bool,
-    /// Contents of the virtual `/init.krun`; `None` serves no such file.
-    pub init_binary: Option<&'static [u8]>,
+    /// Virtual read-only files at the top level of the share.
+    pub root_files: Vec<VirtualFile>,
     /// Where the exit-code ioctl records its value; `None` answers it with `ENOTTY`.
     pub exit_code: Option<ExitCode>,
 }
@@ -76,7 +101,7 @@ pub struct ShareOptions {
 /// - `xattr: true`: container images carry `security.capability` and `user.*` attributes;
 ///   the host kernel still refuses what the process may not set.
 /// - `use_host_ino: false`: node ids are allocated sequentially, so they cannot reach
-///   [`INIT_INODE`].
+///   [`FIRST_VIRTUAL_INODE`].
 /// - `seal_size`, `dax_file_size`: off; this device offers no DAX window.
 fn passthrough_config(root_dir: String) -> Config {
     Config {
@@ -158,12 +183,36 @@ impl ShareFs {
         }
     }
 
-    fn is_init(&self, inode: u64) -> bool {
-        self.opts.init_binary.is_some() && inode == INIT_INODE
+    /// The virtual file with node id `inode`, if it is one.
+    fn virtual_file(&self, inode: u64) -> Option<&VirtualFile> {
+        let index = inode.checked_sub(FIRST_VIRTUAL_INODE)?;
+        self.opts.root_files.get(usize::try_from(index).ok()?)
     }
 
-    fn names_init(&self, parent: u64, name: &CStr) -> bool {
-        self.opts.init_binary.is_some() && parent == ROOT_ID && name.to_bytes() == INIT_NAME
+    fn is_virtual(&self, inode: u64) -> bool {
+        self.virtual_file(inode).is_some()
+    }
+
+    /// The node id of the virtual file `name` in `parent`, if there is one.
+    fn virtual_named(&self, parent: u64, name: &CStr) -> Option<u64> {
+        if parent != ROOT_ID {
+            return None;
+        }
+        self.virtual_named_bytes(name.to_bytes())
+    }
+
+    /// The node id of the virtual file called `name` at the top level (readdir's names).
+    fn virtual_named_bytes(&self, name: &[u8]) -> Option<u64> {
+        let index = self
+            .opts
+            .root_files
+            .iter()
+            .position(|f| f.name.as_bytes() == name)?;
+        Some(FIRST_VIRTUAL_INODE + index as u64)
+    }
+
+    fn names_virtual(&self, parent: u64, name: &CStr) -> bool {
+        self.virtual_named(parent, name).is_some()
     }
 
     fn check_writable(&self) -> io::Result<()> {
@@ -174,45 +223,53 @@ impl ShareFs {
         }
     }
 
-    /// Refuses to create `name` in `parent` when it would hide behind `init.krun`.
+    /// Refuses to create `name` in `parent` when it would hide behind a virtual file.
     fn check_new_name(&self, parent: u64, name: &CStr) -> io::Result<()> {
         self.check_writable()?;
-        if self.names_init(parent, name) {
+        if self.names_virtual(parent, name) {
             return Err(err(libc::EEXIST));
         }
         Ok(())
     }
 
-    fn init_bytes(&self) -> &'static [u8] {
-        self.opts.init_binary.unwrap_or_default()
+    fn virtual_bytes(&self, inode: u64) -> &[u8] {
+        self.virtual_file(inode).map_or(&[], |f| &f.bytes)
     }
 
-    fn init_attr(&self) -> stat64 {
-        let size = self.init_bytes().len() as u64;
+    fn virtual_attr(&self, inode: u64) -> stat64 {
+        let (size, mode) = self
+            .virtual_file(inode)
+            .map_or((0, 0), |f| (f.bytes.len() as u64, f.mode & 0o7777));
         stat64::from(Attr {
-            ino: INIT_INODE,
+            ino: inode,
             size,
             blocks: size.div_ceil(512),
-            mode: libc::S_IFREG | 0o555,
+            mode: libc::S_IFREG | mode,
             nlink: 1,
             blksize: 4096,
             ..Attr::default()
         })
     }
 
-    fn init_entry(&self) -> Entry {
+    fn virtual_entry(&self, inode: u64) -> Entry {
         Entry {
-            inode: INIT_INODE,
+            inode,
             generation: 0,
-            attr: self.init_attr(),
+            attr: self.virtual_attr(inode),
             attr_flags: 0,
-            attr_timeout: INIT_TIMEOUT,
-            entry_timeout: INIT_TIMEOUT,
+            attr_timeout: VIRTUAL_TIMEOUT,
+            entry_timeout: VIRTUAL_TIMEOUT,
         }
     }
 
-    fn read_init(&self, w: &mut dyn ZeroCopyWriter, size: u32, offset: u64) -> io::Result<usize> {
-        let bytes = self.init_bytes();
+    fn read_virtual(
+        &self,
+        inode: u64,
+        w: &mut dyn ZeroCopyWriter,
+        size: u32,
+        offset: u64,
+    ) -> io::Result<usize> {
+        let bytes = self.virtual_bytes(inode);
         let start = usize::try_from(offset)
             .unwrap_or(usize::MAX)
             .min(bytes.len());
@@ -241,14 +298,14 @@ impl FileSystem for ShareFs {
     }
 
     fn lookup(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
-        if self.names_init(parent, name) {
-            return Ok(self.init_entry());
+        if let Some(inode) = self.virtual_named(parent, name) {
+            return Ok(self.virtual_entry(inode));
         }
         self.inner.lookup(ctx, parent, name)
     }
 
     fn forget(&self, ctx: &Context, inode: u64, count: u64) {
-        if !self.is_init(inode) {
+        if !self.is_virtual(inode) {
             self.inner.forget(ctx, inode, count)
         }
     }
@@ -256,7 +313,7 @@ impl FileSystem for ShareFs {
     fn batch_forget(&self, ctx: &Context, requests: Vec<(u64, u64)>) {
         let requests = requests
             .into_iter()
-            .filter(|(inode, _)| !self.is_init(*inode))
+            .filter(|(inode, _)| !self.is_virtual(*inode))
             .collect();
         self.inner.batch_forget(ctx, requests)
     }
@@ -267,8 +324,8 @@ impl FileSystem for ShareFs {
         inode: u64,
         handle: Option<u64>,
     ) -> io::Result<(stat64, Duration)> {
-        if self.is_init(inode) {
-            return Ok((self.init_attr(), INIT_TIMEOUT));
+        if self.is_virtual(inode) {
+            return Ok((self.virtual_attr(inode), VIRTUAL_TIMEOUT));
         }
         self.inner.getattr(ctx, inode, handle)
     }
@@ -282,14 +339,14 @@ impl FileSystem for ShareFs {
         valid: SetattrValid,
     ) -> io::Result<(stat64, Duration)> {
         self.check_writable()?;
-        if self.is_init(inode) {
+        if self.is_virtual(inode) {
             return Err(err(libc::EPERM));
         }
         self.inner.setattr(ctx, inode, attr, handle, valid)
     }
 
     fn readlink(&self, ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
-        if self.is_init(inode) {
+        if self.is_virtual(inode) {
             return Err(err(libc::EINVAL));
         }
         self.inner.readlink(ctx, inode)
@@ -333,7 +390,7 @@ impl FileSystem for ShareFs {
 
     fn unlink(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
         self.check_writable()?;
-        if self.names_init(parent, name) {
+        if self.names_virtual(parent, name) {
             return Err(err(libc::EPERM));
         }
         self.inner.unlink(ctx, parent, name)
@@ -341,7 +398,7 @@ impl FileSystem for ShareFs {
 
     fn rmdir(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
         self.check_writable()?;
-        if self.names_init(parent, name) {
+        if self.names_virtual(parent, name) {
             return Err(err(libc::ENOTDIR));
         }
         self.inner.rmdir(ctx, parent, name)
@@ -357,7 +414,7 @@ impl FileSystem for ShareFs {
         flags: u32,
     ) -> io::Result<()> {
         self.check_writable()?;
-        if self.names_init(olddir, oldname) || self.names_init(newdir, newname) {
+        if self.names_virtual(olddir, oldname) || self.names_virtual(newdir, newname) {
             return Err(err(libc::EPERM));
         }
         self.inner
@@ -366,7 +423,7 @@ impl FileSystem for ShareFs {
 
     fn link(&self, ctx: &Context, inode: u64, newparent: u64, newname: &CStr) -> io::Result<Entry> {
         self.check_new_name(newparent, newname)?;
-        if self.is_init(inode) {
+        if self.is_virtual(inode) {
             return Err(err(libc::EPERM));
         }
         self.inner.link(ctx, inode, newparent, newname)
@@ -382,7 +439,7 @@ impl FileSystem for ShareFs {
         if open_writes(flags) {
             self.check_writable()?;
         }
-        if self.is_init(inode) {
+        if self.is_virtual(inode) {
             if open_writes(flags) {
                 return Err(err(libc::EACCES));
             }
@@ -413,8 +470,8 @@ impl FileSystem for ShareFs {
         lock_owner: Option<u64>,
         flags: u32,
     ) -> io::Result<usize> {
-        if self.is_init(inode) {
-            return self.read_init(w, size, offset);
+        if self.is_virtual(inode) {
+            return self.read_virtual(inode, w, size, offset);
         }
         self.inner
             .read(ctx, inode, handle, w, size, offset, lock_owner, flags)
@@ -434,7 +491,7 @@ impl FileSystem for ShareFs {
         fuse_flags: u32,
     ) -> io::Result<usize> {
         self.check_writable()?;
-        if self.is_init(inode) {
+        if self.is_virtual(inode) {
             return Err(err(libc::EBADF));
         }
         self.inner.write(
@@ -452,14 +509,14 @@ impl FileSystem for ShareFs {
     }
 
     fn flush(&self, ctx: &Context, inode: u64, handle: u64, lock_owner: u64) -> io::Result<()> {
-        if self.is_init(inode) {
+        if self.is_virtual(inode) {
             return Ok(());
         }
         self.inner.flush(ctx, inode, handle, lock_owner)
     }
 
     fn fsync(&self, ctx: &Context, inode: u64, datasync: bool, handle: u64) -> io::Result<()> {
-        if self.is_init(inode) {
+        if self.is_virtual(inode) {
             return Ok(());
         }
         self.inner.fsync(ctx, inode, datasync, handle)
@@ -475,7 +532,7 @@ impl FileSystem for ShareFs {
         length: u64,
     ) -> io::Result<()> {
         self.check_writable()?;
-        if self.is_init(inode) {
+        if self.is_virtual(inode) {
             return Err(err(libc::EBADF));
         }
         self.inner
@@ -492,7 +549,7 @@ impl FileSystem for ShareFs {
         flock_release: bool,
         lock_owner: Option<u64>,
     ) -> io::Result<()> {
-        if self.is_init(inode) {
+        if self.is_virtual(inode) {
             return Ok(());
         }
         self.inner
@@ -500,7 +557,11 @@ impl FileSystem for ShareFs {
     }
 
     fn statfs(&self, ctx: &Context, inode: u64) -> io::Result<statvfs64> {
-        let inode = if self.is_init(inode) { ROOT_ID } else { inode };
+        let inode = if self.is_virtual(inode) {
+            ROOT_ID
+        } else {
+            inode
+        };
         self.inner.statfs(ctx, inode)
     }
 
@@ -513,7 +574,7 @@ impl FileSystem for ShareFs {
         flags: u32,
     ) -> io::Result<()> {
         self.check_writable()?;
-        if self.is_init(inode) {
+        if self.is_virtual(inode) {
             return Err(err(libc::EPERM));
         }
         self.inner.setxattr(ctx, inode, name, value, flags)
@@ -526,14 +587,14 @@ impl FileSystem for ShareFs {
         name: &CStr,
         size: u32,
     ) -> io::Result<GetxattrReply> {
-        if self.is_init(inode) {
+        if self.is_virtual(inode) {
             return Err(err(libc::ENODATA));
         }
         self.inner.getxattr(ctx, inode, name, size)
     }
 
     fn listxattr(&self, ctx: &Context, inode: u64, size: u32) -> io::Result<ListxattrReply> {
-        if self.is_init(inode) {
+        if self.is_virtual(inode) {
             return Ok(if size == 0 {
                 ListxattrReply::Count(0)
             } else {
@@ -545,7 +606,7 @@ impl FileSystem for ShareFs {
 
     fn removexattr(&self, ctx: &Context, inode: u64, name: &CStr) -> io::Result<()> {
         self.check_writable()?;
-        if self.is_init(inode) {
+        if self.is_virtual(inode) {
             return Err(err(libc::EPERM));
         }
         self.inner.removexattr(ctx, inode, name)
@@ -557,7 +618,7 @@ impl FileSystem for ShareFs {
         inode: u64,
         flags: u32,
     ) -> io::Result<(Option<u64>, OpenOptions)> {
-        if self.is_init(inode) {
+        if self.is_virtual(inode) {
             return Err(err(libc::ENOTDIR));
         }
         self.inner.opendir(ctx, inode, flags)
@@ -572,16 +633,16 @@ impl FileSystem for ShareFs {
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
     ) -> io::Result<()> {
-        if self.opts.init_binary.is_none() || inode != ROOT_ID {
+        if self.opts.root_files.is_empty() || inode != ROOT_ID {
             return self
                 .inner
                 .readdir(ctx, inode, handle, size, offset, add_entry);
         }
-        // A host file named init.krun is hidden behind the virtual one: list it as such.
+        // A host file named like a virtual one is hidden behind it: list it as such.
         self.inner
             .readdir(ctx, inode, handle, size, offset, &mut |mut entry| {
-                if entry.name == INIT_NAME {
-                    entry.ino = INIT_INODE;
+                if let Some(ino) = self.virtual_named_bytes(entry.name) {
+                    entry.ino = ino;
                     entry.type_ = u32::from(libc::DT_REG);
                 }
                 add_entry(entry)
@@ -597,12 +658,12 @@ impl FileSystem for ShareFs {
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
     ) -> io::Result<()> {
-        if self.opts.init_binary.is_none() || inode != ROOT_ID {
+        if self.opts.root_files.is_empty() || inode != ROOT_ID {
             return self
                 .inner
                 .readdirplus(ctx, inode, handle, size, offset, add_entry);
         }
-        // readdirplus fills the guest's dentry cache, so a host init.krun must not reach it
+        // readdirplus fills the guest's dentry cache, so a hidden host file must not reach it
         // as itself. The passthrough took a lookup reference on the host file; when the entry
         // is accepted that reference is ours to drop (when it is not, the passthrough drops it).
         self.inner.readdirplus(
@@ -612,12 +673,12 @@ impl FileSystem for ShareFs {
             size,
             offset,
             &mut |mut dir_entry, entry| {
-                if dir_entry.name != INIT_NAME {
+                let Some(ino) = self.virtual_named_bytes(dir_entry.name) else {
                     return add_entry(dir_entry, entry);
-                }
-                dir_entry.ino = INIT_INODE;
+                };
+                dir_entry.ino = ino;
                 dir_entry.type_ = u32::from(libc::DT_REG);
-                let added = add_entry(dir_entry, self.init_entry())?;
+                let added = add_entry(dir_entry, self.virtual_entry(ino))?;
                 if added != 0 {
                     self.inner.forget(ctx, entry.inode, 1);
                 }
@@ -664,7 +725,7 @@ impl FileSystem for ShareFs {
         if wants_write {
             self.check_writable()?;
         }
-        if self.is_init(inode) {
+        if self.is_virtual(inode) {
             return if wants_write {
                 Err(err(libc::EACCES))
             } else {
@@ -682,9 +743,9 @@ impl FileSystem for ShareFs {
         offset: u64,
         whence: u32,
     ) -> io::Result<u64> {
-        if self.is_init(inode) {
+        if self.is_virtual(inode) {
             // The file is one data extent with no holes.
-            let len = self.init_bytes().len() as u64;
+            let len = self.virtual_bytes(inode).len() as u64;
             return match whence as i32 {
                 libc::SEEK_DATA if offset < len => Ok(offset),
                 libc::SEEK_HOLE if offset < len => Ok(len),

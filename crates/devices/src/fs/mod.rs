@@ -2,7 +2,7 @@
 //!
 //! [`Fs`] is the virtio device (config space, queues, activation), `worker` the thread that
 //! turns descriptor chains into FUSE requests for fuse-backend-rs's `Server`, and
-//! `filesystem` the passthrough of the host directory with krun's additions (`/init.krun`,
+//! `filesystem` the passthrough of the host directory with krun's additions (virtual root files such as `/init.krun`,
 //! the exit-code ioctl, read-only shares).
 
 mod device;
@@ -12,4 +12,4 @@ mod worker;
 
 pub use device::{Fs, FsConfig, FsError, TAG_LEN};
 pub use exit_code::ExitCode;
-pub use filesystem::{INIT_NAME, KRUN_EXIT_CODE_IOCTL};
+pub use filesystem::{VirtualFile, INIT_NAME, KRUN_EXIT_CODE_IOCTL};

@@ -17,7 +17,7 @@ use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::tempdir::TempDir;
 
 use super::*;
-use crate::fs::filesystem::{INIT_INODE, KRUN_EXIT_CODE_IOCTL};
+use crate::fs::filesystem::{VirtualFile, FIRST_VIRTUAL_INODE as INIT_INODE, KRUN_EXIT_CODE_IOCTL};
 use crate::virtio::{ActiveQueue, Interrupt};
 use crate::GuestMemory;
 
@@ -122,7 +122,7 @@ fn config(dir: &TempDir) -> FsConfig {
         tag: "/dev/root".to_owned(),
         path: dir.as_path().to_owned(),
         read_only: false,
-        init_binary: Some(INIT),
+        root_files: vec![VirtualFile::init(INIT)],
         exit_code: Some(ExitCode::new()),
     }
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use nix::sched::CloneFlags;
 use vmm_sys_util::tempdir::TempDir;
 
+use super::FIRST_VIRTUAL_INODE as INIT_INODE;
 use super::*;
 
 const INIT: &[u8] = b"\x7fELF pretend init binary\0with a NUL inside";
@@ -297,7 +298,7 @@ fn share_read_only_mutations_return_erofs() {
 fn share_init_lookup_and_read_return_the_binary() {
     let host = host();
     let opts = ShareOptions {
-        init_binary: Some(INIT),
+        root_files: vec![VirtualFile::init(INIT)],
         ..ShareOptions::default()
     };
     let fs = serve(&host.share, opts);
@@ -324,7 +325,7 @@ fn share_init_lookup_and_read_return_the_binary() {
 fn share_init_cannot_be_written_or_replaced() {
     let host = host();
     let opts = ShareOptions {
-        init_binary: Some(INIT),
+        root_files: vec![VirtualFile::init(INIT)],
         ..ShareOptions::default()
     };
     let fs = serve(&host.share, opts);
@@ -349,7 +350,13 @@ fn share_init_cannot_be_written_or_replaced() {
         libc::EPERM
     );
     assert_eq!(
-        errno(fs.setattr(&c, INIT_INODE, fs.init_attr(), None, SetattrValid::MODE)),
+        errno(fs.setattr(
+            &c,
+            INIT_INODE,
+            fs.virtual_attr(INIT_INODE),
+            None,
+            SetattrValid::MODE
+        )),
         libc::EPERM
     );
     assert!(!host.share.join("init.krun").exists());
@@ -360,7 +367,7 @@ fn share_init_only_in_the_root_directory() {
     let host = host();
     std::fs::create_dir(host.share.join("sub")).unwrap();
     let with_init = ShareOptions {
-        init_binary: Some(INIT),
+        root_files: vec![VirtualFile::init(INIT)],
         ..ShareOptions::default()
     };
     let fs = serve(&host.share, with_init);
@@ -382,7 +389,7 @@ fn share_readdirplus_shows_host_init_as_the_virtual_one() {
     let host = host();
     std::fs::write(host.share.join("init.krun"), b"host copy").unwrap();
     let opts = ShareOptions {
-        init_binary: Some(INIT),
+        root_files: vec![VirtualFile::init(INIT)],
         ..ShareOptions::default()
     };
     let fs = serve(&host.share, opts);
