@@ -1,10 +1,12 @@
 //! The guest kernel command line: upstream libkrun's base, the console, the virtio-mmio
-//! devices (`virtio_mmio.device=`), then `init=`. Never truncated: too long is an error.
+//! devices (`virtio_mmio.device=`), `init=`, then the workload's words (`KRUN_*=`, the
+//! environment, ` -- ` and the arguments). Never truncated: too long is an error.
 
 use linux_loader::cmdline::{Cmdline, Error as LinuxCmdlineError};
 use vm_memory::GuestAddress;
 
 use crate::layout::{CMDLINE_MAX_SIZE, MMIO_DEVICE_SIZE};
+use crate::workload::CmdlineWorkload;
 
 /// The options upstream libkrun passes to every libkrunfw kernel, console excluded.
 const BASE: &[&str] = &["reboot=k", "panic=-1", "panic_print=0", "nomodule"];
@@ -42,6 +44,8 @@ pub struct CmdlineParams<'a> {
     /// Extra options appended before the devices (debugging).
     pub extra: Option<&'a str>,
     pub mmio_devices: &'a [MmioDeviceArg],
+    /// The workload's words after `init=`; None: nothing after it.
+    pub workload: Option<&'a CmdlineWorkload>,
 }
 
 fn push(cmdline: &mut Cmdline, item: &str) -> Result<(), CmdlineError> {
@@ -84,6 +88,15 @@ pub fn build(params: &CmdlineParams<'_>) -> Result<Cmdline, CmdlineError> {
         push(&mut cmdline, &item)?;
     }
     push(&mut cmdline, INIT)?;
+    if let Some(workload) = params.workload {
+        for word in &workload.env {
+            push(&mut cmdline, word)?;
+        }
+        push(&mut cmdline, "--")?;
+        for arg in &workload.args {
+            push(&mut cmdline, arg)?;
+        }
+    }
     Ok(cmdline)
 }
 
@@ -136,6 +149,20 @@ mod tests {
         .unwrap();
         assert!(text(&c).contains("console=ttyS0"));
         assert!(!text(&c).contains("hvc0"));
+    }
+
+    #[test]
+    fn build_workload_after_init() {
+        let w = CmdlineWorkload {
+            env: vec!["KRUN_INIT=/bin/sh".into(), "A=\"b c\"".into()],
+            args: vec!["-c".into(), "\"exit 7\"".into()],
+        };
+        let c = build(&CmdlineParams {
+            workload: Some(&w),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(text(&c).ends_with("init=/init.krun KRUN_INIT=/bin/sh A=\"b c\" -- -c \"exit 7\""));
     }
 
     #[test]

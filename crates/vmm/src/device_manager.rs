@@ -36,6 +36,13 @@ pub enum DeviceError {
         #[source]
         source: kvm_ioctls::Error,
     },
+    #[error("cannot create the virtio-fs device {tag:?} for {path}")]
+    Fs {
+        tag: String,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open the console's {what}")]
     ConsoleIo {
         what: &'static str,
@@ -49,9 +56,9 @@ impl DeviceError {
     pub fn errno(&self) -> i32 {
         match self {
             DeviceError::NoIrq(_) => libc::ENOSPC,
-            DeviceError::Transport { source, .. } | DeviceError::ConsoleIo { source, .. } => {
-                source.raw_os_error().unwrap_or(libc::EIO)
-            }
+            DeviceError::Transport { source, .. }
+            | DeviceError::ConsoleIo { source, .. }
+            | DeviceError::Fs { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
             DeviceError::IoEvent { source, .. } | DeviceError::IrqFd { source, .. } => {
                 source.errno()
             }
@@ -186,6 +193,28 @@ impl<'a> DeviceManager<'a> {
         })?;
         let device = devices::console::Console::new(input, output);
         self.add_virtio_mmio("console", Box::new(device))
+    }
+
+    /// A virtio-fs device serving `share`; `root_files` and `exit_code` are the root share's.
+    pub fn add_fs(
+        &mut self,
+        share: &config::FsShare,
+        root_files: Vec<devices::fs::VirtualFile>,
+        exit_code: Option<devices::fs::ExitCode>,
+    ) -> Result<(), DeviceError> {
+        let device = devices::fs::Fs::new(devices::fs::FsConfig {
+            tag: share.tag.clone(),
+            path: share.path.clone(),
+            read_only: share.read_only,
+            root_files,
+            exit_code,
+        })
+        .map_err(|source| DeviceError::Fs {
+            tag: share.tag.clone(),
+            path: share.path.clone(),
+            source,
+        })?;
+        self.add_virtio_mmio("fs", Box::new(device))
     }
 
     /// The `virtio_mmio.device=` entries, in slot order.

@@ -34,7 +34,9 @@ const NESTED_PARAMS: [&str; 2] = [
 /// Whether KVM lets guests run their own hypervisor: a loaded kvm_intel or kvm_amd module
 /// reports `nested` as `1` or `Y`.
 pub fn nested_virt_supported() -> bool {
-    NESTED_PARAMS.iter().any(|p| nested_param_enabled(Path::new(p)))
+    NESTED_PARAMS
+        .iter()
+        .any(|p| nested_param_enabled(Path::new(p)))
 }
 
 fn nested_param_enabled(path: &Path) -> bool {

@@ -12,8 +12,10 @@ pub mod krunfw;
 pub mod layout;
 mod memory;
 mod pio;
+pub mod process;
 mod vcpu;
 pub mod vm;
+pub mod workload;
 
 pub use config::VmConfig;
 pub use vm::{Vm, VmError};

@@ -3,7 +3,8 @@
 //! [`Vm::new`] does everything that can fail before the guest runs (KVM, RAM, kernel, devices,
 //! boot structures, vCPU registers); [`Vm::run`] starts one thread per vCPU, waits for the
 //! first one to see the guest end, kicks and joins the others, shuts the devices down and
-//! returns the exit status.
+//! returns the exit status: the one the guest init reported through the root share's
+//! exit-code ioctl, else [`NO_EXIT_CODE_STATUS`].
 
 use std::os::unix::thread::JoinHandleExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -17,14 +18,18 @@ use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::GuestAddress;
 
 use crate::boot::{self, BootError};
-use crate::cmdline::{self, CmdlineError, CmdlineParams};
+use crate::cmdline::{self, CmdlineError, CmdlineParams, MmioDeviceArg};
 use crate::config::VmConfig;
 use crate::device_manager::{DeviceError, DeviceManager};
 use crate::krunfw::{Krunfw, KrunfwError};
-use crate::layout::{CMDLINE_START, KVM_IDENTITY_MAP_ADDRESS, KVM_TSS_ADDRESS};
+use crate::layout::{
+    mmio_slot_base, mmio_slot_irq, CMDLINE_START, KVM_IDENTITY_MAP_ADDRESS, KVM_TSS_ADDRESS,
+};
 use crate::memory::{self, MemoryError};
 use crate::pio::PortIoBus;
+use crate::process::{self, IdError};
 use crate::vcpu::{self, BootSetup, Shared, VcpuEnd, VcpuError};
+use crate::workload::{self, CmdlineWorkload, Workload, EXEC_JSON_NAME};
 
 /// Extra kernel command line options for debugging (e.g. `earlyprintk=ttyS0 console=ttyS0`);
 /// setting it also puts a UART at 0x3f8 whose output is logged at debug level.
@@ -86,6 +91,8 @@ pub enum VmError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot drop the VMM's privileges")]
+    Ids(#[source] IdError),
     #[error("vCPU {id} failed")]
     Vcpu {
         id: u8,
@@ -117,6 +124,7 @@ impl VmError {
             VmError::LoadCmdline(_) | VmError::Boot(_) => libc::EINVAL,
             VmError::ConfigureVcpu { source, .. } | VmError::Vcpu { source, .. } => source.errno(),
             VmError::KickHandler(e) => e.errno(),
+            VmError::Ids(e) => e.errno(),
             VmError::SpawnVcpu { source, .. } => source.raw_os_error().unwrap_or(libc::EAGAIN),
         }
     }
@@ -132,6 +140,53 @@ pub struct Vm {
     _kvm: Kvm,
     _mem: devices::GuestMemory,
     _krunfw: Option<Arc<Krunfw>>,
+    /// Where the root share records the status the guest init reports.
+    exit_code: Option<devices::fs::ExitCode>,
+    /// `krun_setuid` / `krun_setgid`, applied in `run` before the guest starts.
+    uid: Option<u32>,
+    gid: Option<u32>,
+}
+
+/// How the workload reaches init: command line words, or (when the kernel cannot carry it
+/// unchanged, or it would not fit) the virtual `/.krun_exec.json`. `slots` is the number of
+/// virtio-mmio devices the VM will have; their command line entries count against the limit.
+fn plan_workload(
+    config: &VmConfig,
+    slots: u32,
+    extra: Option<&str>,
+) -> (Option<CmdlineWorkload>, Option<Vec<u8>>) {
+    if config.root_share().is_none() {
+        return (None, None);
+    }
+    let words = match workload::plan(&config.exec) {
+        Workload::Cmdline(words) => words,
+        Workload::ExecJson(json) => {
+            log::debug!("workload passed in /{EXEC_JSON_NAME}: the kernel cannot carry it");
+            return (None, Some(json));
+        }
+    };
+    let mmio: Vec<MmioDeviceArg> = (0..slots)
+        .filter_map(|i| {
+            Some(MmioDeviceArg {
+                base: mmio_slot_base(i),
+                irq: mmio_slot_irq(i)?,
+            })
+        })
+        .collect();
+    let trial = cmdline::build(&CmdlineParams {
+        console: config.console.kernel_console.as_deref(),
+        extra,
+        mmio_devices: &mmio,
+        workload: Some(&words),
+    });
+    match trial {
+        Ok(_) => (Some(words), None),
+        Err(e) => {
+            log::debug!("workload passed in /{EXEC_JSON_NAME}: {e}");
+            let env = workload::resolve_env(&config.exec);
+            (None, Some(workload::exec_json(&config.exec, &env)))
+        }
+    }
 }
 
 fn create_kvm_vm(vcpus: u8) -> Result<(Kvm, VmFd), VmError> {
@@ -158,6 +213,7 @@ impl Vm {
     /// Builds the VM: KVM, guest memory, kernel, devices, vCPUs (not yet running).
     pub fn new(config: VmConfig) -> Result<Vm, VmError> {
         let started = Instant::now();
+        process::raise_nofile_limit();
         if config.kernel.is_some() {
             return Err(VmError::KernelFileNotSupported);
         }
@@ -180,10 +236,45 @@ impl Vm {
         }
 
         let debug_cmdline = std::env::var(DEBUG_CMDLINE_ENV).ok();
+        let slots = devices.cmdline_args().len() + config.fs_shares.len();
+        let (cmdline_workload, exec_json) =
+            plan_workload(&config, slots as u32, debug_cmdline.as_deref());
+        let exit_code = match config.root_share() {
+            Some(root) => {
+                let mut files = Vec::new();
+                if let Some(init) = config.init_binary {
+                    files.push(devices::fs::VirtualFile::init(init));
+                }
+                if let Some(json) = exec_json {
+                    files.push(devices::fs::VirtualFile {
+                        name: EXEC_JSON_NAME.to_string(),
+                        bytes: json.into(),
+                        mode: 0o444,
+                    });
+                }
+                let exit_code = devices::fs::ExitCode::new();
+                devices
+                    .add_fs(root, files, Some(exit_code.clone()))
+                    .map_err(VmError::Device)?;
+                Some(exit_code)
+            }
+            None => None,
+        };
+        for share in config
+            .fs_shares
+            .iter()
+            .filter(|s| s.tag != crate::config::ROOT_FS_TAG)
+        {
+            devices
+                .add_fs(share, Vec::new(), None)
+                .map_err(VmError::Device)?;
+        }
+
         let cmdline = cmdline::build(&CmdlineParams {
             console: config.console.kernel_console.as_deref(),
             extra: debug_cmdline.as_deref(),
             mmio_devices: devices.cmdline_args(),
+            workload: cmdline_workload.as_ref(),
         })
         .map_err(VmError::Cmdline)?;
         linux_loader::loader::load_cmdline(&mem, GuestAddress(CMDLINE_START), &cmdline)
@@ -243,11 +334,17 @@ impl Vm {
             _kvm: kvm,
             _mem: mem,
             _krunfw: Some(krunfw),
+            exit_code,
+            uid: config.vmm_uid,
+            gid: config.vmm_gid,
         })
     }
 
     /// Runs the guest until it ends; returns its exit status after every thread is joined.
     pub fn run(mut self) -> Result<i32, VmError> {
+        // Everything that needs privileges (/dev/kvm, the shared directories, the console's
+        // files) is open; the guest has not run yet.
+        process::switch_ids(self.uid, self.gid).map_err(VmError::Ids)?;
         let (tx, rx) = mpsc::channel::<(u8, VcpuEnd)>();
         let mut handles: Vec<JoinHandle<()>> = Vec::new();
         let mut spawn_error = None;
@@ -290,13 +387,14 @@ impl Vm {
         if let Some(e) = spawn_error {
             return Err(e);
         }
+        let reported = self.exit_code.as_ref().and_then(|c| c.get());
         match first {
             Some((id, VcpuEnd::Failed(source))) => Err(VmError::Vcpu { id, source }),
             Some((id, end)) => {
-                log::debug!("vCPU {id} ended the VM: {end:?}");
-                Ok(NO_EXIT_CODE_STATUS)
+                log::debug!("vCPU {id} ended the VM: {end:?}; reported status {reported:?}");
+                Ok(reported.unwrap_or(NO_EXIT_CODE_STATUS))
             }
-            None => Ok(NO_EXIT_CODE_STATUS),
+            None => Ok(reported.unwrap_or(NO_EXIT_CODE_STATUS)),
         }
     }
 

@@ -86,25 +86,29 @@ pub unsafe extern "C" fn krun_set_rlimits(ctx_id: u32, rlimits: *const *const c_
     })
 }
 
-/// Runs the workload as user `uid` in the guest. Returns 0 or -ENOENT for an unknown
-/// context.
+/// Makes the VMM process switch to user `uid` (as upstream) once it has opened /dev/kvm, the
+/// shared directories and the console, before the guest runs; files the guest creates on a
+/// share then belong to `uid` on the host. The guest workload itself still runs as root.
+/// Returns 0 or -ENOENT for an unknown context; `krun_start_enter` fails with the errno of
+/// setuid(2) if the switch is refused.
 #[no_mangle]
 pub extern "C" fn krun_setuid(ctx_id: u32, uid: libc::uid_t) -> i32 {
     guard("krun_setuid", || {
         ctx::with(ctx_id, |c| {
-            c.exec.uid = Some(uid);
+            c.vmm_uid = Some(uid);
             Ok(0)
         })
     })
 }
 
-/// Runs the workload as group `gid` in the guest. Returns 0 or -ENOENT for an unknown
-/// context.
+/// Makes the VMM process switch to group `gid` (as upstream), at the same point as
+/// `krun_setuid` and before it. Returns 0 or -ENOENT for an unknown context;
+/// `krun_start_enter` fails with the errno of setgid(2) if the switch is refused.
 #[no_mangle]
 pub extern "C" fn krun_setgid(ctx_id: u32, gid: libc::gid_t) -> i32 {
     guard("krun_setgid", || {
         ctx::with(ctx_id, |c| {
-            c.exec.gid = Some(gid);
+            c.vmm_gid = Some(gid);
             Ok(0)
         })
     })

@@ -165,12 +165,16 @@ pub extern "C" fn krun_get_shutdown_eventfd(ctx_id: u32) -> i32 {
 /// Builds the VM from the context and runs it in this process. The context is consumed.
 /// When the guest's workload ends, the process exits with the workload's exit status, so
 /// this call does not return. It returns a negative errno only if the VM could not be
-/// started: -ENOENT for an unknown context, -ENOSYS while the VMM is not implemented, or
-/// the errno of the step that failed (logged with its cause).
+/// started: -ENOENT for an unknown context, or the errno of the step that failed (logged
+/// with its cause). Without a root filesystem the guest kernel panics and the process exits
+/// with status 1.
 #[no_mangle]
 pub extern "C" fn krun_start_enter(ctx_id: u32) -> i32 {
     guard("krun_start_enter", || {
-        let config = ctx::take(ctx_id)?;
+        let mut config = ctx::take(ctx_id)?;
+        if !config.implicit_init_disabled {
+            config.init_binary = Some(crate::init::DEFAULT_INIT);
+        }
         let vm = vmm::Vm::new(config)?;
         let status = vm.run()?;
         log::info!("krun_start_enter: guest exited with status {status}");

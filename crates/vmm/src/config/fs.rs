@@ -1,0 +1,239 @@
+//! Root and shared directories, disks, virtual entries in shares.
+
+use std::path::PathBuf;
+
+use super::{non_empty, ConfigError, VmConfig, ROOT_FS_TAG};
+
+/// A host directory served to the guest over virtio-fs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FsShare {
+    pub tag: String,
+    pub path: PathBuf,
+    /// Size of the DAX window in bytes (0: none).
+    pub shm_size: u64,
+    pub read_only: bool,
+}
+
+/// Disk image formats (`KRUN_DISK_FORMAT_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+    Vmdk,
+}
+
+/// How a disk honours the guest's flush requests (`KRUN_SYNC_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncMode {
+    None,
+    Relaxed,
+    Full,
+}
+
+/// A virtio-blk disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Disk {
+    pub id: String,
+    pub path: PathBuf,
+    pub format: DiskFormat,
+    pub read_only: bool,
+    pub direct_io: bool,
+    pub sync: SyncMode,
+}
+
+/// Remount of a block root (`krun_set_root_disk_remount`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RootDiskRemount {
+    pub device: String,
+    pub fstype: Option<String>,
+    pub options: Option<String>,
+}
+
+/// A virtual file or directory shown at `path` inside a virtio-fs share
+/// (`krun_fs_add_overlay_*`); it is served from memory, not from the host directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FsOverlay {
+    pub tag: String,
+    /// Path inside the share, without a leading `/`.
+    pub path: String,
+    pub mode: u32,
+    pub kind: FsOverlayKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FsOverlayKind {
+    Dir,
+    File {
+        data: Vec<u8>,
+        /// Removed after the guest first reads it.
+        one_shot: bool,
+    },
+}
+
+/// Size of the DAX window upstream gives the root share of `krun_set_root` (512 MiB).
+pub const ROOT_SHM_SIZE: u64 = 1 << 29;
+
+impl DiskFormat {
+    /// Decodes `KRUN_DISK_FORMAT_*`.
+    pub fn from_raw(raw: u32) -> Result<Self, ConfigError> {
+        match raw {
+            0 => Ok(DiskFormat::Raw),
+            1 => Ok(DiskFormat::Qcow2),
+            2 => Ok(DiskFormat::Vmdk),
+            _ => Err(ConfigError::DiskFormat(raw)),
+        }
+    }
+}
+
+impl SyncMode {
+    /// Decodes `KRUN_SYNC_*`.
+    pub fn from_raw(raw: u32) -> Result<Self, ConfigError> {
+        match raw {
+            0 => Ok(SyncMode::None),
+            1 => Ok(SyncMode::Relaxed),
+            2 => Ok(SyncMode::Full),
+            _ => Err(ConfigError::SyncMode(raw)),
+        }
+    }
+}
+
+impl VmConfig {
+    /// What already claims the guest's root, if anything.
+    fn root_kind(&self) -> Option<&'static str> {
+        if self.root_share().is_some() {
+            Some("virtio-fs root")
+        } else if self.root_layers.is_some() {
+            Some("overlayfs root")
+        } else if self.disks.iter().any(|d| d.id == "root") || self.root_disk_remount.is_some() {
+            Some("block-device root")
+        } else {
+            None
+        }
+    }
+
+    fn claim_root(&self, requested: &'static str) -> Result<(), ConfigError> {
+        match self.root_kind() {
+            Some(existing) => Err(ConfigError::RootConflict {
+                existing,
+                requested,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// `krun_add_virtiofs*`. A share tagged [`ROOT_FS_TAG`] becomes the root.
+    pub fn add_fs_share(&mut self, share: FsShare) -> Result<(), ConfigError> {
+        non_empty(&share.tag, "virtio-fs tag")?;
+        if self.fs_shares.iter().any(|s| s.tag == share.tag) {
+            return Err(ConfigError::DuplicateFsTag(share.tag));
+        }
+        if share.tag == ROOT_FS_TAG {
+            self.claim_root("virtio-fs root")?;
+        }
+        self.fs_shares.push(share);
+        Ok(())
+    }
+
+    /// `krun_set_root`: the host directory becomes the guest's `/` over virtio-fs.
+    pub fn set_root_dir(&mut self, path: PathBuf) -> Result<(), ConfigError> {
+        non_empty(&path.to_string_lossy(), "root path")?;
+        self.claim_root("virtio-fs root")?;
+        self.add_fs_share(FsShare {
+            tag: ROOT_FS_TAG.to_string(),
+            path,
+            shm_size: ROOT_SHM_SIZE,
+            read_only: false,
+        })
+    }
+
+    /// `krun_set_overlayfs_root`: the root is an overlay of these host directories.
+    pub fn set_root_layers(&mut self, layers: Vec<PathBuf>) -> Result<(), ConfigError> {
+        if layers.is_empty() {
+            return Err(ConfigError::Empty("root layer list"));
+        }
+        self.claim_root("overlayfs root")?;
+        self.root_layers = Some(layers);
+        Ok(())
+    }
+
+    /// `krun_add_disk*`.
+    pub fn add_disk(&mut self, disk: Disk) -> Result<(), ConfigError> {
+        non_empty(&disk.id, "disk id")?;
+        non_empty(&disk.path.to_string_lossy(), "disk path")?;
+        if self.disks.iter().any(|d| d.id == disk.id) {
+            return Err(ConfigError::DuplicateDiskId(disk.id));
+        }
+        self.disks.push(disk);
+        Ok(())
+    }
+
+    /// `krun_set_root_disk`: a raw disk with id `root` the guest boots from.
+    pub fn set_root_disk(&mut self, path: PathBuf) -> Result<(), ConfigError> {
+        if self.disks.iter().any(|d| d.id == "root") {
+            return Err(ConfigError::DuplicateDiskId("root".to_string()));
+        }
+        self.claim_root("block-device root")?;
+        self.add_disk(Disk {
+            id: "root".to_string(),
+            path,
+            format: DiskFormat::Raw,
+            read_only: false,
+            direct_io: false,
+            sync: SyncMode::Full,
+        })
+    }
+
+    /// `krun_set_root_disk_remount`: init mounts `device` as the root and pivots to it.
+    pub fn set_root_disk_remount(&mut self, remount: RootDiskRemount) -> Result<(), ConfigError> {
+        non_empty(&remount.device, "root device")?;
+        if self.disks.is_empty() {
+            return Err(ConfigError::NoDisks);
+        }
+        if let Some(existing) = self.root_kind().filter(|k| *k != "block-device root") {
+            return Err(ConfigError::RootConflict {
+                existing,
+                requested: "block-device root",
+            });
+        }
+        self.root_disk_remount = Some(remount);
+        Ok(())
+    }
+
+    /// `krun_fs_add_overlay_*`: the parent of `path` must be the share's top level or an
+    /// overlay directory added before.
+    pub fn add_fs_overlay(&mut self, overlay: FsOverlay) -> Result<(), ConfigError> {
+        let path = overlay.path.trim_start_matches('/').to_string();
+        if path.is_empty()
+            || path
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(ConfigError::OverlayPath(overlay.path));
+        }
+        let share_exists = self.fs_shares.iter().any(|s| s.tag == overlay.tag)
+            || (overlay.tag == ROOT_FS_TAG && self.root_kind().is_some());
+        if !share_exists {
+            return Err(ConfigError::NoSuchFsTag(overlay.tag));
+        }
+        let same_tag = |p: &str| {
+            self.fs_overlays
+                .iter()
+                .find(|o| o.tag == overlay.tag && o.path == p)
+        };
+        if same_tag(&path).is_some() {
+            return Err(ConfigError::OverlayExists(path));
+        }
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            match same_tag(parent) {
+                None => return Err(ConfigError::OverlayParentMissing(parent.to_string())),
+                Some(FsOverlay {
+                    kind: FsOverlayKind::File { .. },
+                    ..
+                }) => return Err(ConfigError::OverlayParentNotDir(parent.to_string())),
+                Some(_) => {}
+            }
+        }
+        self.fs_overlays.push(FsOverlay { path, ..overlay });
+        Ok(())
+    }
+}

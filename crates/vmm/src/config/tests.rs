@@ -1,0 +1,170 @@
+use super::*;
+
+#[test]
+fn set_vm_config_out_of_range_fails() {
+    let mut c = VmConfig::default();
+    assert_eq!(
+        c.set_vm_config(0, 512, 8).unwrap_err().errno(),
+        libc::EINVAL
+    );
+    assert_eq!(
+        c.set_vm_config(9, 512, 8).unwrap_err().errno(),
+        libc::EINVAL
+    );
+    assert_eq!(c.set_vm_config(2, 0, 8), Err(ConfigError::ZeroRam));
+    c.set_vm_config(8, 1024, 8).unwrap();
+    assert_eq!((c.vcpus, c.ram_mib), (8, 1024));
+}
+
+#[test]
+fn root_dir_and_root_disk_exclusive() {
+    let mut c = VmConfig::default();
+    c.set_root_dir("/r".into()).unwrap();
+    assert_eq!(
+        c.set_root_disk("/d.img".into()).unwrap_err().errno(),
+        libc::EBUSY
+    );
+    let mut c = VmConfig::default();
+    c.set_root_disk("/d.img".into()).unwrap();
+    assert_eq!(
+        c.set_root_dir("/r".into()).unwrap_err().errno(),
+        libc::EBUSY
+    );
+    assert_eq!(
+        c.set_root_disk("/e.img".into()).unwrap_err().errno(),
+        libc::EEXIST
+    );
+}
+
+#[test]
+fn duplicate_fs_tag_and_disk_id_fail_eexist() {
+    let mut c = VmConfig::default();
+    let share = FsShare {
+        tag: "data".into(),
+        path: "/d".into(),
+        shm_size: 0,
+        read_only: false,
+    };
+    c.add_fs_share(share.clone()).unwrap();
+    assert_eq!(c.add_fs_share(share).unwrap_err().errno(), libc::EEXIST);
+    let disk = Disk {
+        id: "vdb".into(),
+        path: "/x.img".into(),
+        format: DiskFormat::Raw,
+        read_only: true,
+        direct_io: false,
+        sync: SyncMode::Full,
+    };
+    c.add_disk(disk.clone()).unwrap();
+    assert_eq!(c.add_disk(disk).unwrap_err().errno(), libc::EEXIST);
+}
+
+#[test]
+fn rlimits_numeric_and_named_normalized() {
+    assert_eq!(parse_rlimit("6=4096:8192").unwrap(), "6=4096:8192");
+    assert_eq!(
+        parse_rlimit("RLIMIT_NOFILE=1024:4096").unwrap(),
+        "7=1024:4096"
+    );
+    assert_eq!(parse_rlimit("nofile=1:2").unwrap(), "7=1:2");
+    for bad in ["6=10:5", "16=1:2", "NOPE=1:2", "6=1", "6:1:2", "6=a:b", ""] {
+        assert!(parse_rlimit(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn port_map_rejects_malformed_and_duplicates() {
+    let mut c = VmConfig::default();
+    c.set_port_map(&["8080:80".into(), "8443:443".into()])
+        .unwrap();
+    assert_eq!(c.vsock.port_map.as_ref().unwrap().len(), 2);
+    for bad in ["80", "a:80", "80:70000", "1:2:3"] {
+        assert_eq!(
+            c.set_port_map(&[bad.into()]).unwrap_err().errno(),
+            libc::EINVAL
+        );
+    }
+    let dup = ["1:2".to_string(), "1:3".to_string()];
+    assert_eq!(c.set_port_map(&dup).unwrap_err().errno(), libc::EEXIST);
+    c.disable_implicit_vsock();
+    assert_eq!(c.set_port_map(&[]).unwrap_err().errno(), libc::ENODEV);
+}
+
+#[test]
+fn add_vsock_needs_disabled_implicit() {
+    let mut c = VmConfig::default();
+    assert_eq!(c.add_vsock(0).unwrap_err().errno(), libc::EEXIST);
+    c.disable_implicit_vsock();
+    assert_eq!(c.add_vsock(4).unwrap_err().errno(), libc::EINVAL);
+    c.add_vsock(TSI_ALL_FEATURES).unwrap();
+    assert_eq!(c.vsock.tsi_features, Some(3));
+}
+
+#[test]
+fn net_validation_cases() {
+    let mut c = VmConfig::default();
+    let mac = DEFAULT_LEGACY_MAC;
+    let net = |backend, mac, features, flags| Net {
+        backend,
+        mac,
+        features,
+        flags,
+    };
+    let both = NetBackend::UnixStream {
+        path: Some("/s".into()),
+        fd: Some(3),
+    };
+    assert_eq!(
+        c.add_net(net(both, mac, 0, 0)),
+        Err(ConfigError::NetEndpoint)
+    );
+    let gram = || NetBackend::UnixGram {
+        path: Some("/g".into()),
+        fd: None,
+    };
+    let group = [1, 0, 0, 0, 0, 1];
+    assert!(c.add_net(net(gram(), group, 0, 0)).is_err());
+    assert!(c.add_net(net(gram(), mac, 1 << 2, 0)).is_err());
+    assert!(c.add_net(net(gram(), mac, 0, 1 << 4)).is_err());
+    let tap = NetBackend::Tap {
+        name: "tap0".into(),
+    };
+    assert_eq!(
+        c.add_net(net(tap, mac, 1 << 7, 0)),
+        Err(ConfigError::TapNeedsGuestCsum)
+    );
+    c.add_net(net(gram(), mac, NET_COMPAT_FEATURES, NET_FLAG_VFKIT))
+        .unwrap();
+    let passt = NetBackend::Passt { fd: 3 };
+    assert_eq!(c.set_legacy_net(passt).unwrap_err().errno(), libc::EBUSY);
+}
+
+#[test]
+fn overlay_parents_must_exist() {
+    let mut c = VmConfig::default();
+    c.set_root_dir("/r".into()).unwrap();
+    let ov = |path: &str, kind| FsOverlay {
+        tag: ROOT_FS_TAG.into(),
+        path: path.into(),
+        mode: 0o755,
+        kind,
+    };
+    let file = || FsOverlayKind::File {
+        data: b"x".to_vec(),
+        one_shot: false,
+    };
+    assert_eq!(
+        c.add_fs_overlay(ov("a/b", file())).unwrap_err().errno(),
+        libc::ENOENT
+    );
+    c.add_fs_overlay(ov("/a", FsOverlayKind::Dir)).unwrap();
+    c.add_fs_overlay(ov("a/b", file())).unwrap();
+    assert_eq!(
+        c.add_fs_overlay(ov("a/b/c", file())).unwrap_err().errno(),
+        libc::ENOTDIR
+    );
+    assert_eq!(
+        c.add_fs_overlay(ov("a/../x", file())).unwrap_err().errno(),
+        libc::EINVAL
+    );
+}
