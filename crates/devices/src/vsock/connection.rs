@@ -198,14 +198,19 @@ impl Connection {
         !self.tx_buf.is_empty()
     }
 
-    /// Handles one guest packet addressed to this connection.
-    pub fn on_guest(&mut self, pkt: Packet) -> Outcome {
-        let mut out = Outcome::default();
-        self.peer_buf_alloc = pkt.hdr.buf_alloc;
-        self.peer_fwd_cnt = pkt.hdr.fwd_cnt;
+    /// Records the guest's credit from any packet header of this connection.
+    pub fn note_peer_credit(&mut self, hdr: &Header) {
+        self.peer_buf_alloc = hdr.buf_alloc;
+        self.peer_fwd_cnt = hdr.fwd_cnt;
         if self.peer_credit() > 0 {
             self.credit_requested = false;
         }
+    }
+
+    /// Handles one guest packet addressed to this connection.
+    pub fn on_guest(&mut self, pkt: Packet) -> Outcome {
+        let mut out = Outcome::default();
+        self.note_peer_credit(&pkt.hdr);
         match pkt.hdr.op {
             OP_RESPONSE if self.state == ConnState::AwaitingResponse => {
                 self.state = ConnState::Established;

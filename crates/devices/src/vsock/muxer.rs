@@ -322,10 +322,10 @@ impl Muxer {
             return;
         }
         if let Some(conn) = self.conns.get_mut(&key) {
-            let out = conn.on_guest(pkt);
+            conn.note_peer_credit(&pkt.hdr);
             let resp = conn.packet(super::packet::OP_RESPONSE, 0, Vec::new());
             self.push_ctrl(resp);
-            self.apply(key, out);
+            self.rearm(key);
         }
     }
 
