@@ -322,6 +322,44 @@ fn share_init_lookup_and_read_return_the_binary() {
 }
 
 #[test]
+fn share_second_virtual_file_has_own_inode_mode_and_bytes() {
+    let host = host();
+    std::fs::write(host.share.join(".krun_exec.json"), b"host copy").unwrap();
+    let opts = ShareOptions {
+        root_files: vec![
+            VirtualFile::init(INIT),
+            VirtualFile {
+                name: ".krun_exec.json".into(),
+                bytes: b"{\"exec\":\"/bin/true\"}".to_vec().into(),
+                mode: 0o444,
+            },
+        ],
+        ..ShareOptions::default()
+    };
+    let fs = serve(&host.share, opts);
+    let c = ctx();
+
+    let entry = fs.lookup(&c, ROOT_ID, &name(".krun_exec.json")).unwrap();
+    let (st, _) = fs.getattr(&c, entry.inode, None).unwrap();
+    let (handle, _, _) = fs.open(&c, entry.inode, libc::O_RDONLY as u32, 0).unwrap();
+
+    assert_eq!(entry.inode, INIT_INODE + 1);
+    assert_eq!(st.st_mode & 0o777, 0o444);
+    assert_eq!(
+        read_via_fs(&fs, entry.inode, handle.unwrap_or(0), 4096, 0),
+        b"{\"exec\":\"/bin/true\"}"
+    );
+    assert_eq!(
+        errno(fs.unlink(&c, ROOT_ID, &name(".krun_exec.json"))),
+        libc::EPERM
+    );
+    assert_eq!(
+        std::fs::read(host.share.join(".krun_exec.json")).unwrap(),
+        b"host copy"
+    );
+}
+
+#[test]
 fn share_init_cannot_be_written_or_replaced() {
     let host = host();
     let opts = ShareOptions {
