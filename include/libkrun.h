@@ -302,14 +302,18 @@ int32_t krun_set_workdir(uint32_t ctx_id, const char *workdir_path);
 int32_t krun_set_rlimits(uint32_t ctx_id, const char *const *rlimits);
 
 /**
- * Runs the workload as user `uid` in the guest. Returns 0 or -ENOENT for an unknown
- * context.
+ * Makes the VMM process switch to user `uid` (as upstream) once it has opened /dev/kvm, the
+ * shared directories and the console, before the guest runs; files the guest creates on a
+ * share then belong to `uid` on the host. The guest workload itself still runs as root.
+ * Returns 0 or -ENOENT for an unknown context; `krun_start_enter` fails with the errno of
+ * setuid(2) if the switch is refused.
  */
 int32_t krun_setuid(uint32_t ctx_id, uid_t uid);
 
 /**
- * Runs the workload as group `gid` in the guest. Returns 0 or -ENOENT for an unknown
- * context.
+ * Makes the VMM process switch to group `gid` (as upstream), at the same point as
+ * `krun_setuid` and before it. Returns 0 or -ENOENT for an unknown context;
+ * `krun_start_enter` fails with the errno of setgid(2) if the switch is refused.
  */
 int32_t krun_setgid(uint32_t ctx_id, gid_t gid);
 
@@ -691,8 +695,9 @@ int32_t krun_get_shutdown_eventfd(uint32_t ctx_id);
  * Builds the VM from the context and runs it in this process. The context is consumed.
  * When the guest's workload ends, the process exits with the workload's exit status, so
  * this call does not return. It returns a negative errno only if the VM could not be
- * started: -ENOENT for an unknown context, -ENOSYS while the VMM is not implemented, or
- * the errno of the step that failed (logged with its cause).
+ * started: -ENOENT for an unknown context, or the errno of the step that failed (logged
+ * with its cause). Without a root filesystem the guest kernel panics and the process exits
+ * with status 1.
  */
 int32_t krun_start_enter(uint32_t ctx_id);
 
