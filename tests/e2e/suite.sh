@@ -140,14 +140,16 @@ for name in $CASES; do
   dir=$WORK/$name
   rm -rf "$dir" "$WORK/.why"
   mkdir -p "$dir"
+  t0=$(date +%s)
   (cd "$dir" && "case_$name")
   rc=$?
+  t=$(($(date +%s) - t0))s
   why=$(cat "$WORK/.why" 2>/dev/null)
   case $rc in
-    0) echo "ok - $name"; passed=$((passed + 1)) ;;
+    0) echo "ok - $name ($t)"; passed=$((passed + 1)) ;;
     77) echo "ok - $name # SKIP $why"; passed=$((passed + 1)) ;;
     *)
-      echo "not ok - $name: ${why:-exited $rc}"
+      echo "not ok - $name ($t): ${why:-exited $rc}"
       show_files "$dir"
       failed=$((failed + 1))
       ;;
