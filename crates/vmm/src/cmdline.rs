@@ -43,6 +43,8 @@ pub struct CmdlineParams<'a> {
     pub console: Option<&'a str>,
     /// Extra options appended before the devices (debugging).
     pub extra: Option<&'a str>,
+    /// Device options before the devices (e.g. `tsi_hijack`).
+    pub flags: &'a [&'a str],
     pub mmio_devices: &'a [MmioDeviceArg],
     /// The workload's words after `init=`; None: nothing after it.
     pub workload: Option<&'a CmdlineWorkload>,
@@ -74,6 +76,9 @@ pub fn build(params: &CmdlineParams<'_>) -> Result<Cmdline, CmdlineError> {
     )?;
     for item in BASE_TAIL {
         push(&mut cmdline, item)?;
+    }
+    for flag in params.flags {
+        push(&mut cmdline, flag)?;
     }
     if let Some(extra) = params.extra.map(str::trim).filter(|e| !e.is_empty()) {
         push(&mut cmdline, extra)?;
@@ -138,6 +143,21 @@ mod tests {
         assert!(text(&c).ends_with(
             "virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6 init=/init.krun"
         ));
+    }
+
+    #[test]
+    fn build_flags_before_devices() {
+        let devs = [MmioDeviceArg {
+            base: 0xd000_0000,
+            irq: 5,
+        }];
+        let c = build(&CmdlineParams {
+            flags: &["tsi_hijack"],
+            mmio_devices: &devs,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(text(&c).contains("no-kvmapf tsi_hijack virtio_mmio.device=4K@0xd0000000:5"));
     }
 
     #[test]

@@ -217,6 +217,18 @@ impl<'a> DeviceManager<'a> {
         self.add_virtio_mmio("fs", Box::new(device))
     }
 
+    /// The virtio-vsock device: unix-socket bridges, and TSI as `cfg.tsi_features` says.
+    pub fn add_vsock(&mut self, cfg: devices::vsock::VsockConfig) -> Result<(), DeviceError> {
+        log::debug!(
+            "vsock: guest CID {}, TSI features {:#x}, {} bridged ports, port map {:?}",
+            cfg.guest_cid,
+            cfg.tsi_features,
+            cfg.ports.len(),
+            cfg.port_map
+        );
+        self.add_virtio_mmio("vsock", Box::new(devices::vsock::Vsock::new(cfg)))
+    }
+
     /// The `virtio_mmio.device=` entries, in slot order.
     pub fn cmdline_args(&self) -> &[MmioDeviceArg] {
         &self.cmdline

@@ -15,6 +15,7 @@ mod pio;
 pub mod process;
 mod vcpu;
 pub mod vm;
+pub mod vsock_plan;
 pub mod workload;
 
 pub use config::VmConfig;

@@ -29,6 +29,7 @@ use crate::memory::{self, MemoryError};
 use crate::pio::PortIoBus;
 use crate::process::{self, IdError};
 use crate::vcpu::{self, BootSetup, Shared, VcpuEnd, VcpuError};
+use crate::vsock_plan::{self, VsockPlanError};
 use crate::workload::{self, CmdlineWorkload, Workload, EXEC_JSON_NAME};
 
 /// Extra kernel command line options for debugging (e.g. `earlyprintk=ttyS0 console=ttyS0`);
@@ -91,6 +92,8 @@ pub enum VmError {
         #[source]
         source: std::io::Error,
     },
+    #[error("invalid vsock configuration")]
+    Vsock(#[source] VsockPlanError),
     #[error("cannot drop the VMM's privileges")]
     Ids(#[source] IdError),
     #[error("vCPU {id} failed")]
@@ -125,6 +128,7 @@ impl VmError {
             VmError::ConfigureVcpu { source, .. } | VmError::Vcpu { source, .. } => source.errno(),
             VmError::KickHandler(e) => e.errno(),
             VmError::Ids(e) => e.errno(),
+            VmError::Vsock(_) => libc::EINVAL,
             VmError::SpawnVcpu { source, .. } => source.raw_os_error().unwrap_or(libc::EAGAIN),
         }
     }
@@ -153,6 +157,7 @@ pub struct Vm {
 fn plan_workload(
     config: &VmConfig,
     slots: u32,
+    flags: &[&str],
     extra: Option<&str>,
 ) -> (Option<CmdlineWorkload>, Option<Vec<u8>>) {
     if config.root_share().is_none() {
@@ -176,6 +181,7 @@ fn plan_workload(
     let trial = cmdline::build(&CmdlineParams {
         console: config.console.kernel_console.as_deref(),
         extra,
+        flags,
         mmio_devices: &mmio,
         workload: Some(&words),
     });
@@ -235,10 +241,16 @@ impl Vm {
                 .map_err(VmError::Device)?;
         }
 
+        let vsock = vsock_plan::plan(&config).map_err(VmError::Vsock)?;
+        let flags = vsock
+            .as_ref()
+            .map(|v| vsock_plan::cmdline_flags(v.tsi_features))
+            .unwrap_or_default();
         let debug_cmdline = std::env::var(DEBUG_CMDLINE_ENV).ok();
-        let slots = devices.cmdline_args().len() + config.fs_shares.len();
+        let slots =
+            devices.cmdline_args().len() + config.fs_shares.len() + usize::from(vsock.is_some());
         let (cmdline_workload, exec_json) =
-            plan_workload(&config, slots as u32, debug_cmdline.as_deref());
+            plan_workload(&config, slots as u32, &flags, debug_cmdline.as_deref());
         let exit_code = match config.root_share() {
             Some(root) => {
                 let mut files = Vec::new();
@@ -269,10 +281,14 @@ impl Vm {
                 .add_fs(share, Vec::new(), None)
                 .map_err(VmError::Device)?;
         }
+        if let Some(vsock) = vsock {
+            devices.add_vsock(vsock).map_err(VmError::Device)?;
+        }
 
         let cmdline = cmdline::build(&CmdlineParams {
             console: config.console.kernel_console.as_deref(),
             extra: debug_cmdline.as_deref(),
+            flags: &flags,
             mmio_devices: devices.cmdline_args(),
             workload: cmdline_workload.as_ref(),
         })
