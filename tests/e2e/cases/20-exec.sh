@@ -41,6 +41,25 @@ case_exit_signal() {
   expect_rc sig 137
 }
 
+register exit_sigterm
+case_exit_sigterm() {
+  r=$(guest_root) || fail "no busybox root for the guest"
+  # 143 = 128 + SIGTERM: a status like any other, not a timeout.
+  guest term run --root="$r" -- /bin/sh -c 'echo "<terminating myself>"; kill -TERM $$; sleep 5; echo "<survived>"'
+  expect_line term "<terminating myself>"
+  ! has term.txt '<survived>' || fail "the workload survived SIGTERM"
+  expect_rc term 143
+}
+
+register exit_126_not_executable
+case_exit_126_not_executable() {
+  r=$(guest_root) || fail "no busybox root for the guest"
+  # /etc/passwd exists but is not executable.
+  guest noexec run --root="$r" -- /etc/passwd
+  expect_rc noexec 126
+  has noexec.txt '/etc/passwd' || fail "no message naming the program: $(excerpt noexec.txt)"
+}
+
 register exit_127_missing
 case_exit_127_missing() {
   r=$(guest_root) || fail "no busybox root for the guest"

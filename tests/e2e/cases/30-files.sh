@@ -138,6 +138,9 @@ case_escape_share() {
   r=$PWD/up/case/root
   for o in up/case up .; do echo "$secret" >"$o/outside-marker"; done
   mkdir "$r/sub" "$r/sub/deeper"
+  # A positive control: the same paths reach a marker inside the share (/.. is / there),
+  # so the reads below do work and the check is not vacuous.
+  echo "inside-$secret" >"$r/inside-marker"
   ln -s "$PWD" "$r/esc-abs-dir"
   ln -s "$PWD/outside-marker" "$r/esc-abs-file"
   ln -s /etc "$r/esc-etc"
@@ -164,6 +167,10 @@ for p in /mnt/bind/../outside-marker /mnt/bind/../../outside-marker /mnt/bind/es
 done
 ( cd /mnt/bind/deeper && cat ../../../outside-marker ../../../../outside-marker 2>/dev/null )
 ls -a /mnt/bind/.. /mnt/bind/../.. 2>&1
+for p in /../inside-marker /esc-up/inside-marker /sub/deeper/../../../inside-marker \
+  /mnt/bind/deeper/../../../inside-marker /mnt/bind/../../inside-marker; do
+  echo "<control $p: $(cat "$p" 2>&1)>"
+done
 # Writing through the escapes must not create anything outside the share.
 echo pwned >/esc-up/pwned-1 2>/dev/null
 echo pwned >/esc-up-file 2>/dev/null
@@ -174,8 +181,12 @@ echo "<guest done>"
 EOF
   guest esc run --root="$r" -- /bin/sh /e2e.sh
   expect_line esc "<guest done>"
-  if has esc.txt "$secret"; then
-    fail "the guest read a host file outside the share: $(grep -a -B2 "$secret" esc.txt | tr '\n' '|' | head -c 400)"
+  for p in /../inside-marker /esc-up/inside-marker /sub/deeper/../../../inside-marker \
+    /mnt/bind/deeper/../../../inside-marker /mnt/bind/../../inside-marker; do
+    expect_line esc "<control $p: inside-$secret>"
+  done
+  if grep -a -v '^<control ' esc.txt | grep -a -q -F -e "$secret"; then
+    fail "the guest read a host file outside the share: $(grep -a -v '^<control ' esc.txt | grep -a -B2 -F -e "$secret" | tr '\n' '|' | head -c 400)"
   fi
   ! has esc.txt '^<read ' || fail "the guest read: $(grep -a '^<read ' esc.txt | tr '\n' ' ')"
   for o in up/case up .; do
