@@ -12,6 +12,13 @@ case_exec_stdio() {
   expect_rc io 0
   expect_line io "<to stdout>"
   expect_line io "<to stderr>"
+  # Upstream gives the workload separate krun-stdout/krun-stderr console ports when the
+  # caller's stdio are not terminals; say which way it went here (not an error either way).
+  if has io.err '<to stderr>' && ! has io.out '<to stderr>'; then
+    echo "#   note: exec_stdio: the guest's stderr reached the caller's stderr"
+  else
+    echo "#   note: exec_stdio: the guest's stderr reached the caller's stdout (the console)"
+  fi
 }
 
 # Exit status N of the workload must be the status of the process that called
