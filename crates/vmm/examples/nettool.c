@@ -1,7 +1,8 @@
 /*
  * nettool: a tiny static socket tool for vsock/TSI checks, usable in the guest (busybox has
  * no AF_VSOCK) and on the lab host. Every stream mode gets one connected socket, writes MSG
- * (if given), shuts down its write side, then copies what it receives to stdout until EOF.
+ * (if given; "-": all of stdin), shuts down its write side, then copies what it receives to
+ * stdout until EOF.
  *
  *   nettool vsock-connect CID PORT [MSG]
  *   nettool vsock-listen PORT [MSG]        accept one connection
@@ -35,7 +36,19 @@ static void talk(int fd, const char *msg)
 {
     char buf[65536];
     ssize_t n;
-    if (msg) {
+    if (msg && strcmp(msg, "-") == 0) {
+        while ((n = read(0, buf, sizeof buf)) > 0) {
+            ssize_t off = 0;
+            while (off < n) {
+                ssize_t w = write(fd, buf + off, (size_t)(n - off));
+                if (w < 0)
+                    die("write");
+                off += w;
+            }
+        }
+        if (n < 0)
+            die("read stdin");
+    } else if (msg) {
         size_t len = strlen(msg), off = 0;
         while (off < len) {
             n = write(fd, msg + off, len - off);
