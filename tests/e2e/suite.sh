@@ -27,6 +27,7 @@
 #   guest NAME ARGS...  vm NAME ARGS, then fail on a timeout, a failed libkrun call or a guest
 #                     kernel panic; NAME.txt is stdout+stderr without \r (the guest console
 #                     is a tty); the case then checks $RC and NAME.txt
+#   guest_checks NAME  guest's checks alone, for a VM run some other way (in the background)
 #   expect_rc NAME N  fail unless the VM's status ($RC) is N
 #   expect_line NAME TEXT  fail unless NAME.txt has a line that is exactly TEXT
 #   excerpt FILE      the end of FILE on one line, for "why" texts
@@ -95,6 +96,11 @@ excerpt() { tail -c "${2:-400}" "$1" 2>/dev/null | tr -d '\r' | tr '\n' '|'; }
 
 guest() {
   vm "$@"
+  guest_checks "$1"
+}
+
+# The checks guest() makes after the VM ended (for VMs run in the background).
+guest_checks() {
   cat "$1.out" "$1.err" 2>/dev/null | tr -d '\r' >"$1.txt"
   [ "$RC" -ne 124 ] || fail "the VM did not end within ${VM_TIMEOUT}s; output: $(excerpt "$1.txt")"
   _e=$(vmtest_error "$1.err")

@@ -29,6 +29,13 @@
  *   --inherit-env        envp NULL: the guest inherits this process's environment (also the
  *                        default when no --env is given)
  *   --empty-env          envp is an empty array
+ *   --disable-implicit-vsock  krun_disable_implicit_vsock()
+ *   --add-vsock=FEATURES krun_add_vsock(FEATURES) (after the above; 0: no TSI)
+ *   --port-map=HOST:GUEST  add to krun_set_port_map's NULL-terminated list (repeatable)
+ *   --empty-port-map     krun_set_port_map with an empty list (exposes no guest port)
+ *   --vsock-port=PORT:PATH[:listen]  krun_add_vsock_port2(PORT, PATH, listen) (repeatable;
+ *                        PATH must not contain ':')
+ *   --pid-file=F         write this process's id (the VMM's) to F before the VM starts
  *   -- COMMAND ARGS...   krun_set_exec(COMMAND, ARGS, envp). Without a command (or with
  *                        --no-exec) krun_set_exec is not called: the workload then comes
  *                        from the root's /.krun_config.json (crun style).
@@ -42,6 +49,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+
+#include <unistd.h>
 
 #include <libkrun.h>
 
@@ -68,6 +77,14 @@ struct options {
     int share_count;
     long uid, gid; /* -1: not set */
     int no_exec;
+    int disable_implicit_vsock;
+    long add_vsock; /* -1: not set */
+    const char *port_map[MAX_LIST + 1];
+    int port_map_count;
+    int set_port_map;
+    char *vsock_ports[MAX_LIST]; /* "PORT:PATH[:listen]", split in configure() */
+    int vsock_port_count;
+    const char *pid_file;
     char *const *exec_argv; /* NULL-terminated, [0] is the command; NULL if none */
 };
 
@@ -78,6 +95,9 @@ static void usage(void)
             "              [--console-output=FILE] [--root=DIR] [--root-virtiofs=DIR]\n"
             "              [--virtiofs=TAG:PATH[:ro]]... [--workdir=DIR] [--rlimit=ID=CUR:MAX]...\n"
             "              [--uid=N] [--gid=N] [--env=NAME=VALUE]... [--inherit-env|--empty-env]\n"
+            "              [--disable-implicit-vsock] [--add-vsock=FEATURES]\n"
+            "              [--port-map=HOST:GUEST]... [--empty-port-map]\n"
+            "              [--vsock-port=PORT:PATH[:listen]]... [--pid-file=FILE]\n"
             "              [--no-exec] [-- COMMAND [ARGS...]]\n");
     exit(2);
 }
@@ -121,6 +141,12 @@ static void parse(int argc, char **argv, struct options *o)
         {"inherit-env", no_argument, NULL, 'I'},
         {"empty-env", no_argument, NULL, 'E'},
         {"no-exec", no_argument, NULL, 'N'},
+        {"disable-implicit-vsock", no_argument, NULL, 'D'},
+        {"add-vsock", required_argument, NULL, 'A'},
+        {"port-map", required_argument, NULL, 'P'},
+        {"empty-port-map", no_argument, NULL, 'M'},
+        {"vsock-port", required_argument, NULL, 'V'},
+        {"pid-file", required_argument, NULL, 'p'},
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof(*o));
@@ -129,6 +155,7 @@ static void parse(int argc, char **argv, struct options *o)
     o->log_level = -1;
     o->uid = -1;
     o->gid = -1;
+    o->add_vsock = -1;
 
     if (argc < 2)
         usage();
@@ -177,11 +204,32 @@ static void parse(int argc, char **argv, struct options *o)
         case 'I': o->env_mode = 1; break;
         case 'E': o->env_mode = 2; break;
         case 'N': o->no_exec = 1; break;
+        case 'D': o->disable_implicit_vsock = 1; break;
+        case 'A': o->add_vsock = parse_number(optarg, "--add-vsock"); break;
+        case 'P':
+            if (o->port_map_count == MAX_LIST) {
+                fprintf(stderr, "vmtest: more than %d --port-map options\n", MAX_LIST);
+                exit(2);
+            }
+            o->port_map[o->port_map_count++] = optarg;
+            o->set_port_map = 1;
+            break;
+        case 'M': o->set_port_map = 1; break;
+        case 'V':
+            if (o->vsock_port_count == MAX_LIST || strchr(optarg, ':') == NULL) {
+                fprintf(stderr, "vmtest: --vsock-port: PORT:PATH[:listen], at most %d\n",
+                        MAX_LIST);
+                exit(2);
+            }
+            o->vsock_ports[o->vsock_port_count++] = optarg;
+            break;
+        case 'p': o->pid_file = optarg; break;
         default: usage();
         }
     }
     o->env[o->env_count] = NULL;
     o->rlimits[o->rlimit_count] = NULL;
+    o->port_map[o->port_map_count] = NULL;
     if (optind < argc)
         o->exec_argv = &argv[optind];
     if (o->cpus > 255) {
@@ -225,6 +273,31 @@ static uint32_t configure(struct options *o)
             check(krun_add_virtiofs(id, tag, path), "krun_add_virtiofs");
         }
     }
+    /* Order matters: bridges and the port map need the vsock device that --add-vsock adds. */
+    if (o->disable_implicit_vsock)
+        check(krun_disable_implicit_vsock(id), "krun_disable_implicit_vsock");
+    if (o->add_vsock >= 0)
+        check(krun_add_vsock(id, (uint32_t)o->add_vsock), "krun_add_vsock");
+    if (o->set_port_map)
+        check(krun_set_port_map(id, o->port_map), "krun_set_port_map");
+    for (int i = 0; i < o->vsock_port_count; i++) {
+        char *spec = o->vsock_ports[i];
+        char *path = strchr(spec, ':');
+        *path++ = '\0';
+        bool listen = false;
+        char *flag = strchr(path, ':');
+        if (flag != NULL) {
+            *flag++ = '\0';
+            if (strcmp(flag, "listen") != 0) {
+                fprintf(stderr, "vmtest: --vsock-port: unknown flag '%s'\n", flag);
+                exit(2);
+            }
+            listen = true;
+        }
+        check(krun_add_vsock_port2(id, (uint32_t)parse_number(spec, "--vsock-port"), path,
+                                   listen),
+              "krun_add_vsock_port2");
+    }
     if (o->workdir)
         check(krun_set_workdir(id, o->workdir), "krun_set_workdir");
     if (o->rlimit_count > 0)
@@ -251,6 +324,13 @@ int main(int argc, char **argv)
     struct options o;
     parse(argc, argv, &o);
     uint32_t ctx = configure(&o);
+    if (o.pid_file) {
+        FILE *f = fopen(o.pid_file, "w");
+        if (f == NULL || fprintf(f, "%ld\n", (long)getpid()) < 0 || fclose(f) != 0) {
+            fprintf(stderr, "vmtest: --pid-file: cannot write %s\n", o.pid_file);
+            return 2;
+        }
+    }
 
     /* Whatever we printed must be out before the VM owns the process's exit. */
     fflush(stdout);
