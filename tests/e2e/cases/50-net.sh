@@ -119,19 +119,28 @@ case_net_udp_echo() {
   expect_rc udp 0
 }
 
+# The guest also listens on port 81, which the map does not name: with a map, only mapped
+# ports are exposed (upstream), so the host's 127.0.0.1:81 must refuse.
 register net_port_map
 case_net_port_map() {
   net_root root
   msg="e2e-port-map-$$"
   vm_bg pm run --root="$PWD/root" --port-map=8080:80 -- /bin/sh -c \
-    'echo "<ready>"; nc -l -p 80 </dev/null >/tmp/got; echo "<nc=$?>"; echo "<got=$(cat /tmp/got)>"'
+    'nc -l -p 81 </dev/null >/tmp/got81 & n=$!; sleep 1; echo "<ready>"
+     nc -l -p 80 </dev/null >/tmp/got; echo "<nc=$?>"; echo "<got=$(cat /tmp/got)>"
+     kill $n; echo "<got81=$(cat /tmp/got81)>"'
   wait_for pm.out '<ready>' 60 || fail "the guest never started: $(excerpt pm.err)"
   # The host port exists once the guest listens: retry the connection for a while.
   timeout 60 "$NETIO" connect tcp:127.0.0.1:8080 --retry=30 msg "$msg" >host.txt 2>&1 ||
     fail "the host could not send to 127.0.0.1:8080: $(excerpt host.txt)"
+  # Port 81 has been listening in the guest for a while now.
+  if timeout 20 "$NETIO" connect tcp:127.0.0.1:81 msg "not-for-81" >host81.txt 2>&1; then
+    fail "the unmapped guest port 81 was reachable on the host's 127.0.0.1:81"
+  fi
   vm_wait pm
   expect_line pm "<got=$msg>"
   expect_line pm "<nc=0>"
+  expect_line pm "<got81=>"
   expect_rc pm 0
 }
 
