@@ -10,7 +10,9 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use super::backend::{ConsoleInput, ConsoleOutput};
 use super::worker::Worker;
 use crate::virtio::features::VIRTIO_F_VERSION_1;
-use crate::virtio::{device_type, ActivateError, ActivationContext, Interrupt, VirtioDevice};
+use crate::virtio::{
+    device_type, read_config_bytes, ActivateError, ActivationContext, Interrupt, VirtioDevice,
+};
 use crate::GuestMemory;
 
 /// Queue indices of port 0 (virtio 1.2, section 5.3.2). With VIRTIO_CONSOLE_F_MULTIPORT,
@@ -287,24 +289,11 @@ impl VirtioDevice for Console {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let bytes = self.config.to_bytes();
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|o| bytes.get(o))
-                .copied()
-                .unwrap_or(0);
-        }
+        read_config_bytes(&self.config.to_bytes(), offset, data);
     }
 
-    fn activate(&mut self, ctx: ActivationContext) -> Result<(), ActivateError> {
-        if ctx.queues.len() != QUEUE_SIZES.len() {
-            return Err(ActivateError::QueueCount {
-                need: QUEUE_SIZES.len(),
-                got: ctx.queues.len(),
-            });
-        }
+    fn activate(&mut self, mut ctx: ActivationContext) -> Result<(), ActivateError> {
+        let [rx, tx] = ctx.take_queues::<{ QUEUE_SIZES.len() }>()?;
         let backends = match std::mem::replace(&mut self.state, State::Gone) {
             State::Inactive(backends) => backends,
             other => {
@@ -313,11 +302,6 @@ impl VirtioDevice for Console {
                     "console backends unavailable (already active or lost)",
                 )));
             }
-        };
-        let mut queues = ctx.queues.into_iter();
-        let (Some(rx), Some(tx)) = (queues.next(), queues.next()) else {
-            // Invariant: the length was checked above.
-            return Err(ActivateError::QueueCount { need: 2, got: 0 });
         };
         let port = PortQueues {
             mem: ctx.mem,

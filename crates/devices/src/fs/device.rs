@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use super::exit_code::ExitCode;
 use super::filesystem::{ShareFs, ShareOptions, VirtualFile};
 use super::worker::{Worker, WorkerHandle};
-use crate::virtio::{device_type, features, ActivateError, ActivationContext, VirtioDevice};
+use crate::virtio::{
+    device_type, features, read_config_bytes, ActivateError, ActivationContext, VirtioDevice,
+};
 
 /// Length of the tag field of the config space (virtio 1.2, 5.11.4).
 pub const TAG_LEN: usize = 36;
@@ -167,30 +169,18 @@ impl VirtioDevice for Fs {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        data.fill(0);
-        let Ok(start) = usize::try_from(offset) else {
-            return;
-        };
-        if let Some(src) = self.config_space.get(start..) {
-            let n = src.len().min(data.len());
-            data[..n].copy_from_slice(&src[..n]);
-        }
+        read_config_bytes(&self.config_space, offset, data);
     }
 
-    fn activate(&mut self, ctx: ActivationContext) -> Result<(), ActivateError> {
-        if ctx.queues.len() != NUM_QUEUES {
-            return Err(ActivateError::QueueCount {
-                need: NUM_QUEUES,
-                got: ctx.queues.len(),
-            });
-        }
+    fn activate(&mut self, mut ctx: ActivationContext) -> Result<(), ActivateError> {
+        let queues = ctx.take_queues::<NUM_QUEUES>()?;
         self.stop_worker();
         let fs = match self.prepared.take() {
             Some(fs) => fs,
             None => ShareFs::new(&self.root, self.opts.clone()).map_err(ActivateError::Backend)?,
         };
         let id = format!("fs({})", self.tag);
-        let worker = Worker::new(id, ctx.mem, ctx.queues, ctx.interrupt, fs);
+        let worker = Worker::new(id, ctx.mem, queues.into(), ctx.interrupt, fs);
         let handle = WorkerHandle::spawn(format!("fs-{}", self.tag), worker)
             .map_err(ActivateError::Worker)?;
         self.state = State::Active(handle);

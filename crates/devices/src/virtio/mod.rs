@@ -69,6 +69,34 @@ pub struct ActivationContext {
     pub acked_features: u64,
 }
 
+impl ActivationContext {
+    /// Takes the queues out of the context, checking the driver enabled exactly the `N`
+    /// queues the device serves; they come back in the device's queue order.
+    pub fn take_queues<const N: usize>(&mut self) -> Result<[ActiveQueue; N], ActivateError> {
+        std::mem::take(&mut self.queues)
+            .try_into()
+            .map_err(|queues: Vec<ActiveQueue>| ActivateError::QueueCount {
+                need: N,
+                got: queues.len(),
+            })
+    }
+}
+
+/// Serves a read of a device configuration space laid out in `config`: copies from `offset`
+/// on, and bytes past the end (or an offset past it) read as zero, as drivers may read any
+/// width at any offset.
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let Some(src) = usize::try_from(offset)
+        .ok()
+        .and_then(|start| config.get(start..))
+    else {
+        return;
+    };
+    let n = src.len().min(data.len());
+    data[..n].copy_from_slice(&src[..n]);
+}
+
 /// Why a device could not be activated; the transport then sets DEVICE_NEEDS_RESET.
 #[derive(Debug, thiserror::Error)]
 pub enum ActivateError {
@@ -104,4 +132,21 @@ pub trait VirtioDevice: Send {
     /// The VM is ending: finish what the guest already submitted (flush output, sync files),
     /// stop and join every worker. Called once; the device is dropped right after.
     fn shutdown(&mut self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_config_bytes_past_end_reads_zero() {
+        let config = [1u8, 2, 3, 4];
+        let mut data = [0xffu8; 4];
+        read_config_bytes(&config, 2, &mut data);
+        assert_eq!(data, [3, 4, 0, 0]);
+        read_config_bytes(&config, 9, &mut data);
+        assert_eq!(data, [0, 0, 0, 0]);
+        read_config_bytes(&config, u64::MAX, &mut data);
+        assert_eq!(data, [0, 0, 0, 0]);
+    }
 }

@@ -6,7 +6,9 @@ use super::muxer::Muxer;
 use super::worker::{Queues, Worker};
 use super::VsockConfig;
 use crate::virtio::features::VIRTIO_F_VERSION_1;
-use crate::virtio::{device_type, ActivateError, ActivationContext, VirtioDevice};
+use crate::virtio::{
+    device_type, read_config_bytes, ActivateError, ActivationContext, VirtioDevice,
+};
 
 pub const RX_QUEUE_INDEX: u16 = 0;
 pub const TX_QUEUE_INDEX: u16 = 1;
@@ -63,24 +65,11 @@ impl VirtioDevice for Vsock {
 
     /// Config space (5.10.4): guest_cid, le64.
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let bytes = self.cfg.guest_cid.to_le_bytes();
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|o| bytes.get(o))
-                .copied()
-                .unwrap_or(0);
-        }
+        read_config_bytes(&self.cfg.guest_cid.to_le_bytes(), offset, data);
     }
 
-    fn activate(&mut self, ctx: ActivationContext) -> Result<(), ActivateError> {
-        if ctx.queues.len() != QUEUE_SIZES.len() {
-            return Err(ActivateError::QueueCount {
-                need: QUEUE_SIZES.len(),
-                got: ctx.queues.len(),
-            });
-        }
+    fn activate(&mut self, mut ctx: ActivationContext) -> Result<(), ActivateError> {
+        let [rx, tx, ev] = ctx.take_queues::<{ QUEUE_SIZES.len() }>()?;
         if self.worker.is_some() {
             return Err(ActivateError::Backend(std::io::Error::other(
                 "vsock already active",
@@ -88,11 +77,6 @@ impl VirtioDevice for Vsock {
         }
         let mux = Muxer::new(self.cfg.clone())
             .map_err(|e| ActivateError::Backend(std::io::Error::other(e)))?;
-        let mut qs = ctx.queues.into_iter();
-        let (Some(rx), Some(tx), Some(ev)) = (qs.next(), qs.next(), qs.next()) else {
-            // Invariant: the length was checked above.
-            return Err(ActivateError::QueueCount { need: 3, got: 0 });
-        };
         let queues = Queues {
             mem: ctx.mem,
             rx: rx.queue,
