@@ -132,6 +132,10 @@ for f in "$HERE"/cases/*.sh; do
   . "$f"
 done
 
+if [ "${1:-}" = --list ]; then
+  printf '%s\n' $CASES
+  exit 0
+fi
 [ $# -gt 0 ] && CASES=$*
 [ -x "$VMTEST" ] || { echo "not ok - setup: $VMTEST is not built"; echo "0 passed, 1 failed"; exit 1; }
 
