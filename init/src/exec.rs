@@ -243,7 +243,13 @@ mod sys {
     use std::ffi::CStr;
     use std::io;
 
-    use crate::sys::check;
+    fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+        if ret < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(ret)
+        }
+    }
 
     pub fn chdir(dir: &CStr) -> io::Result<()> {
         // SAFETY: `dir` is a valid NUL-terminated string for the duration of the call.

@@ -17,7 +17,6 @@ mod net;
 mod reaper;
 mod report;
 mod rlimits;
-mod sys;
 mod workload;
 
 use exec::{PreparedExec, EXIT_SETUP_FAILED};

@@ -180,8 +180,6 @@ mod sys {
     use std::ffi::CStr;
     use std::io;
 
-    use crate::sys::check;
-
     pub fn mount(
         source: Option<&CStr>,
         target: &CStr,
@@ -199,7 +197,11 @@ mod sys {
                 std::ptr::null(),
             )
         };
-        check(ret).map(drop)
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     pub fn fd_is_open(fd: libc::c_int) -> bool {
@@ -210,7 +212,12 @@ mod sys {
     /// Opens the console without making it init's controlling terminal.
     pub fn open_console() -> io::Result<libc::c_int> {
         // SAFETY: constant NUL-terminated path; the caller owns the fd.
-        check(unsafe { libc::open(c"/dev/console".as_ptr(), libc::O_RDWR | libc::O_NOCTTY) })
+        let fd = unsafe { libc::open(c"/dev/console".as_ptr(), libc::O_RDWR | libc::O_NOCTTY) };
+        if fd < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(fd)
+        }
     }
 
     pub fn dup2(from: libc::c_int, to: libc::c_int) {

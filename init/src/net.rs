@@ -57,11 +57,14 @@ fn set_interface_up(name: &str) -> io::Result<()> {
 mod sys {
     use std::io;
 
-    use crate::sys::check;
-
     pub fn sethostname(name: &str) -> io::Result<()> {
         // SAFETY: the pointer and length describe `name`'s bytes; no NUL is required.
-        check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
+        let ret = unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) };
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     /// An AF_INET datagram socket, the handle the SIOC*IF* ioctls need.
@@ -91,14 +94,22 @@ mod sys {
             // SAFETY: plain integer arguments; the fd is owned by the returned Socket.
             let fd =
                 unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-            check(fd).map(Socket)
+            if fd < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(Socket(fd))
+            }
         }
 
         fn ioctl(&self, request: libc::c_ulong, req: &mut libc::ifreq) -> io::Result<()> {
             // SAFETY: every request used here reads or writes one `struct ifreq`, which `req`
             // points to for the duration of the call.
             let ret = unsafe { libc::ioctl(self.0, request, req as *mut libc::ifreq) };
-            check(ret).map(drop)
+            if ret < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
         }
 
         pub fn flags(&self, name: &str) -> io::Result<libc::c_short> {

@@ -128,8 +128,6 @@ pub fn exit_code_from_status(status: libc::c_int) -> Option<i32> {
 mod sys {
     use std::io;
 
-    use crate::sys::check;
-
     pub fn empty_set() -> libc::sigset_t {
         // SAFETY: sigset_t is plain data; sigemptyset fully initialises the zeroed value.
         let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -147,23 +145,41 @@ mod sys {
     pub fn set_mask(how: libc::c_int, set: &libc::sigset_t) -> io::Result<libc::sigset_t> {
         let mut previous = empty_set();
         // SAFETY: both pointers refer to valid sigset_t values for the duration of the call.
-        check(unsafe { libc::sigprocmask(how, set, &mut previous) })?;
-        Ok(previous)
+        let ret = unsafe { libc::sigprocmask(how, set, &mut previous) };
+        if ret == 0 {
+            Ok(previous)
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     pub fn wait_signal(set: &libc::sigset_t) -> io::Result<libc::c_int> {
         // SAFETY: `set` is valid; a null siginfo pointer is allowed.
-        check(unsafe { libc::sigwaitinfo(set, std::ptr::null_mut()) })
+        let sig = unsafe { libc::sigwaitinfo(set, std::ptr::null_mut()) };
+        if sig < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(sig)
+        }
     }
 
     pub fn fork() -> io::Result<libc::pid_t> {
         // SAFETY: PID 1 is single-threaded, so the child may keep running Rust code.
-        check(unsafe { libc::fork() })
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(pid)
+        }
     }
 
     pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
         // SAFETY: plain integers; `pid` is our own child.
-        check(unsafe { libc::kill(pid, sig) }).map(drop)
+        if unsafe { libc::kill(pid, sig) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     /// `waitpid(-1)`: `Ok(None)` when children exist but none has changed state (WNOHANG).

@@ -59,7 +59,13 @@ mod sys {
     use super::CStr;
     use std::io;
 
-    use crate::sys::check;
+    fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+        if ret < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(ret)
+        }
+    }
 
     pub fn statfs_type(path: &CStr) -> io::Result<libc::c_long> {
         // SAFETY: libc::statfs is plain data, fully written by a successful statfs call.

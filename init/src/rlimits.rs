@@ -86,7 +86,11 @@ fn set_rlimit(limit: &Rlimit) -> io::Result<()> {
     // SAFETY: `value` is a valid, initialised rlimit that outlives the call; an unknown
     // resource id only makes the kernel return EINVAL.
     let ret = unsafe { libc::setrlimit(limit.resource as libc::__rlimit_resource_t, &value) };
-    crate::sys::check(ret).map(drop)
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]
