@@ -25,8 +25,9 @@
 #   guest_root        print the path of a busybox root for guests
 #   copy_root DIR     make DIR a private, writable copy of that root (cases that write into it)
 #   guest NAME ARGS...  vm NAME ARGS, then fail on a timeout, a failed libkrun call or a guest
-#                     kernel panic; NAME.txt is stdout+stderr without \r (the guest console
-#                     is a tty); the case then checks $RC and NAME.txt
+#                     kernel panic; NAME.txt is stdout+stderr exactly as they arrived (the
+#                     workload's stdio are byte-exact console ports); the case then checks
+#                     $RC and NAME.txt
 #   guest_checks NAME  guest's checks alone, for a VM run some other way (in the background)
 #   expect_rc NAME N  fail unless the VM's status ($RC) is N
 #   expect_line NAME TEXT  fail unless NAME.txt has a line that is exactly TEXT
@@ -92,7 +93,7 @@ copy_root() {
   rm -rf "$1" && cp -a "$_src" "$1"
 }
 
-excerpt() { tail -c "${2:-400}" "$1" 2>/dev/null | tr -d '\r' | tr '\n' '|'; }
+excerpt() { tail -c "${2:-400}" "$1" 2>/dev/null | tr '\n' '|'; }
 
 guest() {
   vm "$@"
@@ -101,7 +102,7 @@ guest() {
 
 # The checks guest() makes after the VM ended (for VMs run in the background).
 guest_checks() {
-  cat "$1.out" "$1.err" 2>/dev/null | tr -d '\r' >"$1.txt"
+  cat "$1.out" "$1.err" 2>/dev/null >"$1.txt"
   [ "$RC" -ne 124 ] || fail "the VM did not end within ${VM_TIMEOUT}s; output: $(excerpt "$1.txt")"
   _e=$(vmtest_error "$1.err")
   [ -z "$_e" ] || fail "$_e (exit $RC)"

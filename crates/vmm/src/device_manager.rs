@@ -126,6 +126,7 @@ pub struct DeviceManager<'a> {
     mem: GuestMemory,
     bus: MmioBus,
     cmdline: Vec<MmioDeviceArg>,
+    raw_modes: Vec<crate::terminal::RawMode>,
 }
 
 impl<'a> DeviceManager<'a> {
@@ -135,6 +136,7 @@ impl<'a> DeviceManager<'a> {
             mem,
             bus: MmioBus::default(),
             cmdline: Vec::new(),
+            raw_modes: Vec::new(),
         }
     }
 
@@ -172,27 +174,36 @@ impl<'a> DeviceManager<'a> {
         Ok(())
     }
 
-    /// The implicit virtio console: guest output to stdout or the configured file, the
-    /// caller's stdin as input.
+    /// The implicit virtio console (upstream's automatic ports over stdio, or port 0 to
+    /// `krun_set_console_output`'s file).
     pub fn add_console(&mut self, console: &config::Console) -> Result<(), DeviceError> {
-        let output = match &console.output {
-            Some(path) => {
-                devices::console::file_output(path).map_err(|source| DeviceError::ConsoleIo {
-                    what: "output file",
-                    source,
-                })?
-            }
-            None => devices::console::stdout_output().map_err(|source| DeviceError::ConsoleIo {
-                what: "stdout",
+        let built = crate::consoles::default_console(console.output.as_deref(), (0, 1, 2))
+            .map_err(|source| DeviceError::ConsoleIo {
+                what: "stdio",
                 source,
-            })?,
-        };
-        let input = devices::console::stdin_input().map_err(|source| DeviceError::ConsoleIo {
-            what: "stdin",
-            source,
+            })?;
+        self.raw_modes.extend(built.raw_modes);
+        self.add_virtio_mmio("console", Box::new(built.device))
+    }
+
+    /// A console the caller added with `krun_add_virtio_console_*`.
+    pub fn add_explicit_console(
+        &mut self,
+        console: &config::VirtioConsole,
+    ) -> Result<(), DeviceError> {
+        let built = crate::consoles::explicit_console(console).map_err(|source| {
+            DeviceError::ConsoleIo {
+                what: "fds",
+                source,
+            }
         })?;
-        let device = devices::console::Console::new(input, output);
-        self.add_virtio_mmio("console", Box::new(device))
+        self.raw_modes.extend(built.raw_modes);
+        self.add_virtio_mmio("console", Box::new(built.device))
+    }
+
+    /// The terminals the consoles put in raw mode; restored when they are dropped.
+    pub fn take_raw_modes(&mut self) -> Vec<crate::terminal::RawMode> {
+        std::mem::take(&mut self.raw_modes)
     }
 
     /// A virtio-fs device serving `share`; `root_files` and `exit_code` are the root share's.

@@ -6,6 +6,7 @@
 pub mod boot;
 pub mod cmdline;
 pub mod config;
+mod consoles;
 mod device_manager;
 pub mod host;
 pub mod krunfw;
@@ -13,6 +14,7 @@ pub mod layout;
 mod memory;
 mod pio;
 pub mod process;
+pub mod terminal;
 mod vcpu;
 pub mod vm;
 pub mod vsock_plan;

@@ -149,6 +149,9 @@ pub struct Vm {
     /// `krun_setuid` / `krun_setgid`, applied in `run` before the guest starts.
     uid: Option<u32>,
     gid: Option<u32>,
+    /// Host terminals the consoles put in raw mode: restored when the VM ends (or when a
+    /// `Vm` that never ran is dropped).
+    raw_modes: Vec<crate::terminal::RawMode>,
 }
 
 /// How the workload reaches init: command line words, or (when the kernel cannot carry it
@@ -240,6 +243,11 @@ impl Vm {
                 .add_console(&config.console)
                 .map_err(VmError::Device)?;
         }
+        for console in &config.console.virtio_consoles {
+            devices
+                .add_explicit_console(console)
+                .map_err(VmError::Device)?;
+        }
 
         let vsock = vsock_plan::plan(&config).map_err(VmError::Vsock)?;
         let flags = vsock
@@ -328,6 +336,7 @@ impl Vm {
         }
         vcpu::install_kick_handler().map_err(VmError::KickHandler)?;
 
+        let raw_modes = devices.take_raw_modes();
         let shared = Arc::new(Shared {
             pio: PortIoBus::new(debug_cmdline.is_some()),
             mmio: devices.into_bus(),
@@ -353,6 +362,7 @@ impl Vm {
             exit_code,
             uid: config.vmm_uid,
             gid: config.vmm_gid,
+            raw_modes,
         })
     }
 
@@ -400,6 +410,9 @@ impl Vm {
         }
         self.shared.mmio.shutdown();
         self.shared.pio.shutdown();
+        for raw in &mut self.raw_modes {
+            raw.restore();
+        }
         if let Some(e) = spawn_error {
             return Err(e);
         }

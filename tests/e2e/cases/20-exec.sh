@@ -1,7 +1,8 @@
 # Issue #4: the workload set with krun_set_exec & co. runs in the guest (virtio-fs root, our
 # init as PID 1); its output reaches the caller and its status becomes the process's status.
-# Guest output arrives through the console (a tty: \r is stripped); lines the cases look for
-# are wrapped in <...> so kernel or init messages cannot be mistaken for them.
+# Guest output arrives byte-exact through the krun-stdout/krun-stderr console ports (the
+# caller's stdio are not terminals); lines the cases look for are wrapped in <...> so kernel
+# or init messages cannot be mistaken for them.
 
 # Most cases use the shared busybox root: they do not write into it.
 
@@ -12,13 +13,11 @@ case_exec_stdio() {
   expect_rc io 0
   expect_line io "<to stdout>"
   expect_line io "<to stderr>"
-  # Upstream gives the workload separate krun-stdout/krun-stderr console ports when the
-  # caller's stdio are not terminals; say which way it went here (not an error either way).
-  if has io.err '<to stderr>' && ! has io.out '<to stderr>'; then
-    echo "#   note: exec_stdio: the guest's stderr reached the caller's stderr"
-  else
-    echo "#   note: exec_stdio: the guest's stderr reached the caller's stdout (the console)"
-  fi
+  # As upstream: separate krun-stdout/krun-stderr ports when stdio are not terminals.
+  printf '<to stdout>\n' | cmp -s - io.out || fail "stdout holds more than the guest's stdout: $(excerpt io.out)"
+  has io.err '<to stderr>' || fail "the guest's stderr did not reach the caller's stderr"
+  ! has io.out '<to stderr>' || fail "the guest's stderr reached the caller's stdout"
+
 }
 
 # Exit status N of the workload must be the status of the process that called

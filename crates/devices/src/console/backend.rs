@@ -132,6 +132,96 @@ impl ConsoleOutput for FdOutput {
     }
 }
 
+/// The size of the terminal console ports follow, as (columns, rows).
+pub trait WindowSize: Send {
+    /// The size now; `None` when it cannot be read (the port keeps the last one).
+    fn size(&self) -> Option<(u16, u16)>;
+}
+
+/// A size that never changes (0x0 when no terminal is involved, as upstream reports).
+pub struct FixedSize(pub u16, pub u16);
+
+impl WindowSize for FixedSize {
+    fn size(&self) -> Option<(u16, u16)> {
+        Some((self.0, self.1))
+    }
+}
+
+/// Console output as log lines (the kernel console when no stdio fd is a terminal): one
+/// info record per line under the `guest_console` target, long lines split.
+#[derive(Default)]
+pub struct LogOutput {
+    line: Vec<u8>,
+}
+
+impl LogOutput {
+    /// Longest line kept before it is logged in pieces: bounds the buffer.
+    const MAX_LINE: usize = 4096;
+
+    fn emit(&mut self) {
+        if !self.line.is_empty() {
+            let text = String::from_utf8_lossy(&self.line);
+            log::info!(target: "guest_console", "{}", text.trim_end_matches('\r'));
+            self.line.clear();
+        }
+    }
+}
+
+impl ConsoleOutput for LogOutput {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        for &b in buf {
+            if b == b'\n' {
+                self.emit();
+            } else {
+                self.line.push(b);
+                if self.line.len() >= Self::MAX_LINE {
+                    self.emit();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogOutput {
+    fn drop(&mut self) {
+        self.emit();
+    }
+}
+
+/// Console input that is one ^C (ETX) per signal of an eventfd: the VMM's SIGINT handler
+/// writes the eventfd, the guest's tty turns the byte into SIGINT for its foreground job
+/// (upstream's forwarding when stdin is not a terminal).
+pub struct SigintInput {
+    evt: vmm_sys_util::eventfd::EventFd,
+}
+
+impl SigintInput {
+    /// Reads `evt`, which must be non-blocking.
+    pub fn new(evt: vmm_sys_util::eventfd::EventFd) -> Self {
+        Self { evt }
+    }
+}
+
+impl ConsoleInput for SigintInput {
+    fn fd(&self) -> RawFd {
+        self.evt.as_raw_fd()
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.evt.read()?;
+        buf[0] = 0x03;
+        Ok(1)
+    }
+}
+
 fn is_dev_null(fd: BorrowedFd<'_>) -> bool {
     match (fstat(fd), stat("/dev/null")) {
         (Ok(fd_stat), Ok(null_stat)) => {

@@ -150,6 +150,8 @@ impl<'a> Harness<'a> {
             mem: self.mem.clone(),
             rx: self.rx.create_queue::<Queue>().unwrap(),
             tx: self.tx.create_queue::<Queue>().unwrap(),
+            rx_index: 0,
+            tx_index: 1,
             interrupt: self.interrupt.clone(),
         }
     }
@@ -342,7 +344,7 @@ fn process_rx_eof_keeps_buffer_for_later() {
 
 #[test]
 fn console_config_reports_one_port() {
-    let mut console = Console::new(None, Box::new(FakeOutput::default()));
+    let mut console = Console::single(None, Box::new(FakeOutput::default()));
     console.set_window_size(80, 25);
     let mut config = [0u8; 12];
     console.read_config(0, &mut config);
@@ -351,14 +353,14 @@ fn console_config_reports_one_port() {
     console.read_config(10, &mut past);
     assert_eq!(past, [0; 4]);
     assert_eq!(console.device_type(), 3);
-    assert_eq!(console.queue_max_sizes().len(), 2);
+    assert_eq!(console.queue_max_sizes().len(), 4);
 }
 
 #[test]
 fn console_activate_with_one_queue_fails() {
     let mem = memory();
     let h = Harness::new(&mem);
-    let mut console = Console::new(None, Box::new(FakeOutput::default()));
+    let mut console = Console::single(None, Box::new(FakeOutput::default()));
     let (mut ctx, _, _) = h.activation();
     ctx.queues.truncate(1);
     assert!(matches!(
@@ -373,7 +375,7 @@ fn console_worker_serves_tx_and_rx() {
     let h = Harness::new(&mem);
     let output = FakeOutput::default();
     let (mut peer, ours) = UnixStream::pair().unwrap();
-    let mut console = Console::new(
+    let mut console = Console::single(
         Some(Box::new(FdInput::new(ours.into()))),
         Box::new(output.clone()),
     );
@@ -404,7 +406,7 @@ fn console_shutdown_flushes_unnotified_tx() {
     let mem = memory();
     let h = Harness::new(&mem);
     let output = FakeOutput::default();
-    let mut console = Console::new(None, Box::new(output.clone()));
+    let mut console = Console::single(None, Box::new(output.clone()));
     let (ctx, _rx_evt, _tx_evt) = h.activation();
     console.activate(ctx).unwrap();
 
@@ -422,7 +424,7 @@ fn console_input_eof_stops_polling() {
     let h = Harness::new(&mem);
     let output = FakeOutput::default();
     let (peer, ours) = UnixStream::pair().unwrap();
-    let mut console = Console::new(
+    let mut console = Console::single(
         Some(Box::new(FdInput::new(ours.into()))),
         Box::new(output.clone()),
     );
@@ -445,7 +447,7 @@ fn console_reset_allows_reactivation() {
     let mem = memory();
     let h = Harness::new(&mem);
     let output = FakeOutput::default();
-    let mut console = Console::new(None, Box::new(output.clone()));
+    let mut console = Console::single(None, Box::new(output.clone()));
     let (ctx, _, _) = h.activation();
     console.activate(ctx).unwrap();
 
@@ -465,7 +467,7 @@ fn console_reset_allows_reactivation() {
 fn console_second_activation_without_reset_fails() {
     let mem = memory();
     let h = Harness::new(&mem);
-    let mut console = Console::new(None, Box::new(FakeOutput::default()));
+    let mut console = Console::single(None, Box::new(FakeOutput::default()));
     let (ctx, _, _) = h.activation();
     console.activate(ctx).unwrap();
     let (ctx, _, _) = h.activation();
@@ -484,7 +486,7 @@ fn console_regular_file_input_read_without_epoll() {
     std::fs::write(&path, b"script\n").unwrap();
     let file = std::fs::File::open(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
-    let mut console = Console::new(
+    let mut console = Console::single(
         Some(Box::new(FdInput::new(file.into()))),
         Box::new(FakeOutput::default()),
     );
