@@ -382,7 +382,12 @@ int main(void)
     CHECK(krun_fs_add_overlay_dir(c, NULL, "d", 0755), -EINVAL);
     CHECK(krun_disable_implicit_vsock(BAD), -ENOENT);
     CHECK(krun_set_kernel_console(c, NULL), -EINVAL);
-    CHECK(krun_add_virtio_console_default(c, -1, 1, 2), -EINVAL);
+    /* As upstream, a negative fd of a default console means "no port for it". */
+    CHECK(krun_add_virtio_console_default(BAD, -1, 1, 2), -ENOENT);
+    CHECK(krun_set_kernel_console(c, "ttyS0 quiet"), -EINVAL);
+    CHECK(krun_set_kernel_console(c, "ttyS0,115200"), -EINVAL);
+    CHECK(krun_set_kernel_console(c, ""), -EINVAL);
+    CHECK(krun_set_kernel_console(c, "hvc0"), 0);
     CHECK(krun_add_serial_console_default(c, -1, 1), -EINVAL);
     CHECK(krun_add_virtio_console_multiport(BAD), -ENOENT);
     CHECK(krun_add_console_port_tty(c, 0, "p", -1), -EINVAL);

@@ -36,6 +36,18 @@
  *   --vsock-port=PORT:PATH[:listen]  krun_add_vsock_port2(PORT, PATH, listen) (repeatable;
  *                        PATH must not contain ':')
  *   --pid-file=F         write this process's id (the VMM's) to F before the VM starts
+ * Consoles (issue #9), applied in the order given:
+ *   --disable-implicit-console   krun_disable_implicit_console
+ *   --kernel-console=NAME        krun_set_kernel_console(NAME)
+ *   --console-default=IN:OUT:ERR krun_add_virtio_console_default with those fd numbers (-1: none)
+ *   --multiport                  krun_add_virtio_console_multiport; the port options below
+ *                                add to the last one
+ *   --port-inout=NAME:IN:OUT     krun_add_console_port_inout on files: IN opened for reading,
+ *                                OUT created for writing ("-": fd -1)
+ *   --port-echo=NAME             an inout port on a socketpair whose host end a forked
+ *                                process serves: each line read comes back with PING -> PONG
+ *   --port-tty=NAME:FD           krun_add_console_port_tty(NAME, FD)
+ *   --serial=IN:OUT              krun_add_serial_console_default with those fd numbers
  *   -- COMMAND ARGS...   krun_set_exec(COMMAND, ARGS, envp). Without a command (or with
  *                        --no-exec) krun_set_exec is not called: the workload then comes
  *                        from the root's /.krun_config.json (crun style).
@@ -50,6 +62,11 @@
 #include <string.h>
 #include <sys/types.h>
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <libkrun.h>
@@ -85,6 +102,8 @@ struct options {
     char *vsock_ports[MAX_LIST]; /* "PORT:PATH[:listen]", split in configure() */
     int vsock_port_count;
     const char *pid_file;
+    char *consoles[MAX_LIST]; /* console options, "K:VALUE" with K the option's letter */
+    int console_count;
     char *const *exec_argv; /* NULL-terminated, [0] is the command; NULL if none */
 };
 
@@ -147,6 +166,14 @@ static void parse(int argc, char **argv, struct options *o)
         {"empty-port-map", no_argument, NULL, 'M'},
         {"vsock-port", required_argument, NULL, 'V'},
         {"pid-file", required_argument, NULL, 'p'},
+        {"disable-implicit-console", no_argument, NULL, 1000},
+        {"kernel-console", required_argument, NULL, 1001},
+        {"console-default", required_argument, NULL, 1002},
+        {"multiport", no_argument, NULL, 1003},
+        {"port-inout", required_argument, NULL, 1004},
+        {"port-echo", required_argument, NULL, 1005},
+        {"port-tty", required_argument, NULL, 1006},
+        {"serial", required_argument, NULL, 1007},
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof(*o));
@@ -224,6 +251,19 @@ static void parse(int argc, char **argv, struct options *o)
             o->vsock_ports[o->vsock_port_count++] = optarg;
             break;
         case 'p': o->pid_file = optarg; break;
+        case 1000: case 1001: case 1002: case 1003: case 1004: case 1005: case 1006: case 1007: {
+            if (o->console_count == MAX_LIST) {
+                fprintf(stderr, "vmtest: more than %d console options\n", MAX_LIST);
+                exit(2);
+            }
+            size_t n = strlen(optarg ? optarg : "") + 3;
+            char *spec = malloc(n);
+            if (spec == NULL)
+                exit(2);
+            snprintf(spec, n, "%c:%s", (char)('a' + opt - 1000), optarg ? optarg : "");
+            o->consoles[o->console_count++] = spec;
+            break;
+        }
         default: usage();
         }
     }
@@ -235,6 +275,125 @@ static void parse(int argc, char **argv, struct options *o)
     if (o->cpus > 255) {
         fprintf(stderr, "vmtest: --cpus: at most 255\n");
         exit(2);
+    }
+}
+
+/* Three or two ':'-separated fd numbers (-1 allowed); exits 2 on a malformed list. */
+static void parse_fds(const char *text, int *fds, int count, const char *what)
+{
+    char *copy = strdup(text);
+    char *save = NULL;
+    char *tok = strtok_r(copy, ":", &save);
+    for (int i = 0; i < count; i++) {
+        if (tok == NULL) {
+            fprintf(stderr, "vmtest: %s: expected %d fd numbers in '%s'\n", what, count, text);
+            exit(2);
+        }
+        fds[i] = atoi(tok);
+        tok = strtok_r(NULL, ":", &save);
+    }
+    free(copy);
+}
+
+/* The host end of an echo port: lines come back with every "PING" turned into "PONG". */
+static void serve_echo(int fd)
+{
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof(buf))) > 0) {
+        for (ssize_t i = 0; i + 3 < n; i++)
+            if (memcmp(buf + i, "PING", 4) == 0)
+                memcpy(buf + i, "PONG", 4);
+        for (ssize_t off = 0; off < n;) {
+            ssize_t w = write(fd, buf + off, (size_t)(n - off));
+            if (w <= 0)
+                _exit(1);
+            off += w;
+        }
+    }
+    _exit(0);
+}
+
+static void configure_consoles(struct options *o, uint32_t id)
+{
+    int multiport = -1;
+    for (int i = 0; i < o->console_count; i++) {
+        char kind = o->consoles[i][0];
+        char *arg = o->consoles[i] + 2;
+        int fds[3];
+        switch (kind) {
+        case 'a': check(krun_disable_implicit_console(id), "krun_disable_implicit_console"); break;
+        case 'b': check(krun_set_kernel_console(id, arg), "krun_set_kernel_console"); break;
+        case 'c':
+            parse_fds(arg, fds, 3, "--console-default");
+            check(krun_add_virtio_console_default(id, fds[0], fds[1], fds[2]),
+                  "krun_add_virtio_console_default");
+            break;
+        case 'd':
+            multiport = krun_add_virtio_console_multiport(id);
+            check(multiport, "krun_add_virtio_console_multiport");
+            break;
+        case 'e': {
+            char *name = arg;
+            char *in = strchr(name, ':');
+            char *out = in ? strchr(in + 1, ':') : NULL;
+            if (out == NULL) {
+                fprintf(stderr, "vmtest: --port-inout: NAME:IN:OUT\n");
+                exit(2);
+            }
+            *in++ = '\0';
+            *out++ = '\0';
+            int in_fd = strcmp(in, "-") == 0 ? -1 : open(in, O_RDONLY);
+            int out_fd = strcmp(out, "-") == 0 ? -1 : open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            if ((strcmp(in, "-") != 0 && in_fd < 0) || (strcmp(out, "-") != 0 && out_fd < 0)) {
+                fprintf(stderr, "vmtest: --port-inout: cannot open %s or %s\n", in, out);
+                exit(2);
+            }
+            check(krun_add_console_port_inout(id, (uint32_t)multiport, name, in_fd, out_fd),
+                  "krun_add_console_port_inout");
+            break;
+        }
+        case 'f': {
+            int sv[2];
+            if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) {
+                perror("vmtest: socketpair");
+                exit(2);
+            }
+            pid_t pid = fork();
+            if (pid < 0) {
+                perror("vmtest: fork");
+                exit(2);
+            }
+            if (pid == 0) {
+                /* Only this port's end stays open, and the server dies with the VMM. */
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                for (int fd = 3; fd < 1024; fd++)
+                    if (fd != sv[1])
+                        close(fd);
+                serve_echo(sv[1]);
+            }
+            close(sv[1]);
+            check(krun_add_console_port_inout(id, (uint32_t)multiport, arg, sv[0], sv[0]),
+                  "krun_add_console_port_inout");
+            break;
+        }
+        case 'g': {
+            char *colon = strchr(arg, ':');
+            if (colon == NULL) {
+                fprintf(stderr, "vmtest: --port-tty: NAME:FD\n");
+                exit(2);
+            }
+            *colon++ = '\0';
+            check(krun_add_console_port_tty(id, (uint32_t)multiport, arg, atoi(colon)),
+                  "krun_add_console_port_tty");
+            break;
+        }
+        case 'h':
+            parse_fds(arg, fds, 2, "--serial");
+            check(krun_add_serial_console_default(id, fds[0], fds[1]),
+                  "krun_add_serial_console_default");
+            break;
+        }
     }
 }
 
@@ -298,6 +457,7 @@ static uint32_t configure(struct options *o)
                                    listen),
               "krun_add_vsock_port2");
     }
+    configure_consoles(o, id);
     if (o->workdir)
         check(krun_set_workdir(id, o->workdir), "krun_set_workdir");
     if (o->rlimit_count > 0)

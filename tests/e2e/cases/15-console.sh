@@ -58,3 +58,80 @@ case_console_many_runs() {
     i=$((i + 1))
   done
 }
+
+# The guest shell snippet that sets $p to /dev/<port> for the port named $1.
+FIND_PORT='find_port() { p=; for d in /sys/class/virtio-ports/*; do [ "$(cat $d/name 2>/dev/null)" = "$1" ] && p=/dev/${d##*/}; done; }'
+
+register console_multiport_inout
+# Two named in/out ports on host files: each port's input comes back out of it unchanged
+# (the guest copies until the end of its input), and the guest finds both by name.
+case_console_multiport_inout() {
+  r=$(guest_root) || fail "no busybox root for the guest"
+  head -c 65536 /dev/urandom >in_alpha
+  head -c 40000 /dev/urandom >in_beta
+  guest mp run --root="$r" --multiport --port-inout="alpha:$PWD/in_alpha:$PWD/out_alpha" \
+    --port-inout="beta:$PWD/in_beta:$PWD/out_beta" -- /bin/sh -c "$FIND_PORT"'
+      for n in alpha beta; do
+        find_port $n; [ -n "$p" ] || { echo "<no port $n>"; exit 1; }
+        exec 3<>$p; cat <&3 >&3; exec 3>&-
+        echo "<copied $n>"
+      done'
+  expect_rc mp 0
+  printf '<copied alpha>\n<copied beta>\n' | cmp -s - mp.out || fail "guest stdout: $(excerpt mp.out)"
+  cmp -s in_alpha out_alpha || fail "port alpha: $(wc -c <out_alpha) bytes back, not the 65536 sent"
+  cmp -s in_beta out_beta || fail "port beta: $(wc -c <out_beta) bytes back, not the 40000 sent"
+}
+
+register console_multiport_upstream
+# Upstream's tests/test_cases test_multiport_console, as our own case: implicit console off,
+# a default console with only stdout, a multiport console with three ports on socketpairs
+# whose host ends answer PING with PONG; the guest sees exactly those four named ports.
+case_console_multiport_upstream() {
+  r=$(guest_root) || fail "no busybox root for the guest"
+  guest up run --root="$r" --disable-implicit-console --console-default=-1:1:-1 --multiport \
+    --port-echo=test-port-alpha --port-echo=test-port-beta --port-echo=test-port-gamma \
+    -- /bin/sh -c "$FIND_PORT"'
+      names=$(cat /sys/class/virtio-ports/*/name | grep . | sort | tr "\n" " ")
+      echo "<ports $names>"
+      for n in alpha beta gamma; do
+        find_port test-port-$n
+        exec 3<>$p; echo "PING-$n" >&3; read -r line <&3; exec 3>&-
+        echo "<$line>"
+      done'
+  expect_rc up 0
+  printf '<ports krun-stdout test-port-alpha test-port-beta test-port-gamma >\n<PONG-alpha>\n<PONG-beta>\n<PONG-gamma>\n' |
+    cmp -s - up.out || fail "guest stdout: $(excerpt up.out)"
+}
+
+PTYRUN=$(dirname "$VMTEST")/ptyrun
+
+register console_pty
+# On a terminal: the guest's stdin is a tty, it sees the terminal's size and a resize, its
+# output arrives as a tty writes it (\r\n), and the terminal's mode is the same afterwards.
+case_console_pty() {
+  r=$(guest_root) || fail "no busybox root for the guest"
+  timeout -k 10 "$VM_TIMEOUT" "$PTYRUN" --size=30x90 --resize-at='<resize now>:40x100' pty.out pty.mode \
+    -- "$VMTEST" run --root="$r" -- /bin/sh -c '[ -t 0 ] && echo "<tty>"; echo "<size $(stty size)>"
+      echo "<resize now>"; i=0
+      while [ $i -lt 100 ]; do s=$(stty size); [ "$s" = "40 100" ] && break; sleep 0.1; i=$((i+1)); done
+      echo "<size $s>"'
+  RC=$?
+  [ "$RC" -eq 0 ] || fail "exit status $RC: $(excerpt pty.out)"
+  for l in '<tty>' '<size 30 90>' '<size 40 100>'; do
+    grep -q -F "$(printf '%s\r' "$l")" pty.out || fail "no line '$l' (ended by \\r\\n) on the terminal: $(excerpt pty.out)"
+  done
+  [ "$(sed -n 1p pty.mode)" = "$(sed -n 2p pty.mode)" ] ||
+    fail "terminal mode changed: before $(sed -n 1p pty.mode), after $(sed -n 2p pty.mode)"
+}
+
+register console_pty_sigterm
+# SIGTERM to the VMM while the terminal is raw: the mode is restored before it dies.
+case_console_pty_sigterm() {
+  r=$(guest_root) || fail "no busybox root for the guest"
+  timeout -k 10 "$VM_TIMEOUT" "$PTYRUN" --term-at='<ready>' term.out term.mode \
+    -- "$VMTEST" run --root="$r" -- /bin/sh -c 'echo "<ready>"; sleep 100'
+  RC=$?
+  [ "$RC" -eq 143 ] || fail "exit status $RC, expected 143 (SIGTERM): $(excerpt term.out)"
+  [ "$(sed -n 1p term.mode)" = "$(sed -n 2p term.mode)" ] ||
+    fail "terminal mode not restored: before $(sed -n 1p term.mode), after $(sed -n 2p term.mode)"
+}

@@ -38,8 +38,9 @@ pub extern "C" fn krun_disable_implicit_console(ctx_id: u32) -> i32 {
     })
 }
 
-/// Sets the kernel's `console=` argument (e.g. `hvc0`, `ttyS0`). Returns 0, -ENOENT for an
-/// unknown context, -EINVAL for a NULL, empty or non-UTF-8 string.
+/// Sets the kernel's `console=` device (e.g. `hvc0`, `ttyS0`). Returns 0, -ENOENT for an
+/// unknown context, -EINVAL for a NULL or non-UTF-8 string or one that is not a single
+/// device name (empty, spaces, options such as `,115200`, other kernel arguments).
 ///
 /// # Safety
 /// `console_id` is NULL or NUL-terminated.
@@ -49,21 +50,14 @@ pub unsafe extern "C" fn krun_set_kernel_console(ctx_id: u32, console_id: *const
         ctx::check(ctx_id)?;
         // SAFETY: NULL or NUL-terminated per this function's contract.
         let id = unsafe { ffi::c_str(console_id, "console_id") }?;
-        if id.is_empty() {
-            return Err(ApiError::Invalid {
-                what: "console_id",
-                why: "empty".into(),
-            });
-        }
-        ctx::with(ctx_id, |c| {
-            c.console.kernel_console = Some(id.to_string());
-            Ok(0)
-        })
+        ctx::with(ctx_id, |c| c.set_kernel_console(id)).map(|()| 0)
     })
 }
 
-/// Adds a virtio console with one port wired to the host fds `input_fd`, `output_fd` and
-/// `err_fd`. Returns 0, -ENOENT for an unknown context, -EINVAL for a negative fd.
+/// Adds a virtio console with upstream's automatic ports applied to `input_fd`, `output_fd`
+/// and `err_fd`: port 0 (a console) on the first of them that is a terminal, and a
+/// `krun-stdin`/`krun-stdout`/`krun-stderr` port for each that is not. A negative fd gets
+/// no port. Returns 0 or -ENOENT for an unknown context.
 #[no_mangle]
 pub extern "C" fn krun_add_virtio_console_default(
     ctx_id: u32,
@@ -110,8 +104,9 @@ pub extern "C" fn krun_add_virtio_console_multiport(ctx_id: u32) -> i32 {
     })
 }
 
-/// Adds a port named `name` (NULL: unnamed) wired to the terminal `tty_fd` to multiport
-/// console `console_id`. Returns 0, -ENOENT for an unknown context, -EINVAL for a negative
+/// Adds a port named `name` (NULL: unnamed) wired to the terminal `tty_fd` (raw mode while
+/// the VM runs) to multiport console `console_id`; the guest sees a console port, an hvc
+/// tty. Returns 0, -ENOENT for an unknown context, -EINVAL for a negative
 /// fd or non-UTF-8 name, -ENOTTY if `tty_fd` is not a terminal, -ENODEV if `console_id` is
 /// not a multiport console.
 ///
@@ -149,9 +144,9 @@ fn is_terminal(fd: c_int) -> bool {
 }
 
 /// Adds a port named `name` (NULL: unnamed) reading guest input from `input_fd` and
-/// writing guest output to `output_fd` to multiport console `console_id`. Returns 0,
-/// -ENOENT for an unknown context, -EINVAL for a negative fd or non-UTF-8 name, -ENODEV if
-/// `console_id` is not a multiport console.
+/// writing guest output to `output_fd` to multiport console `console_id`; a negative fd
+/// means no input (or no output). Returns 0, -ENOENT for an unknown context, -EINVAL for a
+/// non-UTF-8 name, -ENODEV if `console_id` is not a multiport console.
 ///
 /// # Safety
 /// `name` is NULL or NUL-terminated.

@@ -65,18 +65,9 @@ impl VmConfig {
         Ok(())
     }
 
-    /// `krun_add_virtio_console_default` / `_multiport`; returns the new console's id.
+    /// `krun_add_virtio_console_default` / `_multiport`; returns the new console's id. A
+    /// negative fd of a default console means none (as upstream: no port for it).
     pub fn add_virtio_console(&mut self, console: VirtioConsole) -> Result<u32, ConfigError> {
-        if let VirtioConsole::Default {
-            input_fd,
-            output_fd,
-            err_fd,
-        } = console
-        {
-            for fd in [input_fd, output_fd, err_fd] {
-                check_fd(fd)?;
-            }
-        }
         let id = self.console.virtio_consoles.len() as u32;
         self.console.virtio_consoles.push(console);
         Ok(id)
@@ -90,14 +81,8 @@ impl VmConfig {
     ) -> Result<(), ConfigError> {
         match &port {
             ConsolePort::Tty { fd, .. } => check_fd(*fd)?,
-            ConsolePort::InOut {
-                input_fd,
-                output_fd,
-                ..
-            } => {
-                check_fd(*input_fd)?;
-                check_fd(*output_fd)?;
-            }
+            // A negative fd is no input (or no output), as upstream.
+            ConsolePort::InOut { .. } => {}
         }
         match self.console.virtio_consoles.get_mut(console_id as usize) {
             Some(VirtioConsole::Multiport(ports)) => {
@@ -106,6 +91,22 @@ impl VmConfig {
             }
             _ => Err(ConfigError::NoSuchConsole(console_id)),
         }
+    }
+
+    /// `krun_set_kernel_console`: one device name (`hvc0`, `ttyS0`), nothing else, since
+    /// it becomes `console=NAME` on the kernel command line.
+    pub fn set_kernel_console(&mut self, name: &str) -> Result<(), ConfigError> {
+        let valid = !name.is_empty()
+            && name.len() <= 32
+            && !name.starts_with('-')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/'));
+        if !valid {
+            return Err(ConfigError::KernelConsole(name.to_string()));
+        }
+        self.console.kernel_console = Some(name.to_string());
+        Ok(())
     }
 
     /// `krun_add_serial_console_default`.

@@ -177,6 +177,8 @@ pub enum ConfigError {
     ConsoleOutputSet,
     #[error("console {0} does not exist or is not a multiport console")]
     NoSuchConsole(u32),
+    #[error("kernel console {0:?} is not a single device name (like hvc0 or ttyS0)")]
+    KernelConsole(String),
     #[error("TSI scope {0} is not in 0..=3")]
     TsiScope(u8),
     #[error("{what} {value:?} is not a valid address")]
@@ -229,7 +231,8 @@ impl ConfigError {
             | Fd(_)
             | TsiScope(_)
             | Address { .. }
-            | OverlayPath(_) => libc::EINVAL,
+            | OverlayPath(_)
+            | KernelConsole(_) => libc::EINVAL,
         }
     }
 }
