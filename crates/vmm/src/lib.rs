@@ -13,6 +13,7 @@ pub mod krunfw;
 pub mod layout;
 mod memory;
 mod pio;
+mod serial;
 pub mod process;
 pub mod terminal;
 mod vcpu;

@@ -1,10 +1,7 @@
-//! Legacy port I/O the guest may touch: the i8042 reset line and an optional 8250 UART at
-//! 0x3f8 whose output goes to the log at debug level (early boot debugging only).
+//! Legacy port I/O the guest may touch: the i8042 reset line and the optional 8250 UART at
+//! COM1 (`crate::serial`).
 
-use std::io::{self, Write};
-use std::sync::Mutex;
-
-use vm_superio::{Serial, Trigger};
+use crate::serial::{SerialDevice, COM1_BASE, COM1_LEN};
 
 /// i8042 command/status port.
 const I8042_COMMAND: u16 = 0x64;
@@ -12,10 +9,6 @@ const I8042_COMMAND: u16 = 0x64;
 const I8042_DATA: u16 = 0x60;
 /// i8042 command "pulse output line 0": resets the CPU (Linux's `reboot=k`).
 const I8042_CMD_RESET: u8 = 0xfe;
-/// COM1 base port and its 8 registers.
-const COM1_BASE: u16 = 0x3f8;
-const COM1_LEN: u16 = 8;
-
 /// What a port write asks the VMM to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PioAction {
@@ -24,56 +17,15 @@ pub enum PioAction {
     Reset,
 }
 
-/// The UART's interrupt line is not wired: early console output is polled.
-pub struct NoIrq;
-
-impl Trigger for NoIrq {
-    type E = io::Error;
-    fn trigger(&self) -> Result<(), io::Error> {
-        Ok(())
-    }
-}
-
-/// Collects UART output into lines and logs each at debug level.
-#[derive(Default)]
-pub struct LogLineWriter {
-    line: Vec<u8>,
-}
-
-impl Write for LogLineWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        for &b in buf {
-            if b == b'\n' {
-                self.flush()?;
-            } else if b != b'\r' {
-                self.line.push(b);
-            }
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        if !self.line.is_empty() {
-            log::debug!("serial: {}", String::from_utf8_lossy(&self.line));
-            self.line.clear();
-        }
-        Ok(())
-    }
-}
-
-type DebugSerial = Serial<NoIrq, vm_superio::serial::NoEvents, LogLineWriter>;
-
 /// The port I/O space: shared by every vCPU thread.
 pub struct PortIoBus {
-    serial: Option<Mutex<DebugSerial>>,
+    serial: Option<SerialDevice>,
 }
 
 impl PortIoBus {
-    /// `debug_serial`: put a UART at 0x3f8 (its output is logged at debug level).
-    pub fn new(debug_serial: bool) -> PortIoBus {
-        PortIoBus {
-            serial: debug_serial.then(|| Mutex::new(Serial::new(NoIrq, LogLineWriter::default()))),
-        }
+    /// `serial`: the UART at COM1 (0x3f8), if the VM has one.
+    pub fn new(serial: Option<SerialDevice>) -> PortIoBus {
+        PortIoBus { serial }
     }
 
     fn serial_offset(port: u16) -> Option<u8> {
@@ -89,7 +41,6 @@ impl PortIoBus {
         match (port, Self::serial_offset(port), &self.serial) {
             (I8042_COMMAND | I8042_DATA, _, _) => data.fill(0),
             (_, Some(offset), Some(serial)) => {
-                let mut serial = serial.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(b) = data.first_mut() {
                     *b = serial.read(offset);
                 }
@@ -103,11 +54,8 @@ impl PortIoBus {
         match (port, Self::serial_offset(port), &self.serial) {
             (I8042_COMMAND, _, _) if data.first() == Some(&I8042_CMD_RESET) => PioAction::Reset,
             (_, Some(offset), Some(serial)) => {
-                let mut serial = serial.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(&b) = data.first() {
-                    if let Err(e) = serial.write(offset, b) {
-                        log::debug!("serial write failed: {e:?}");
-                    }
+                    serial.write(offset, b);
                 }
                 PioAction::None
             }
@@ -115,11 +63,10 @@ impl PortIoBus {
         }
     }
 
-    /// Flushes the UART's last partial line to the log.
+    /// Stops the UART's input and flushes its output.
     pub fn shutdown(&self) {
         if let Some(serial) = &self.serial {
-            let mut serial = serial.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = serial.writer_mut().flush();
+            serial.shutdown();
         }
     }
 }
@@ -130,14 +77,14 @@ mod tests {
 
     #[test]
     fn write_i8042_reset_command_reset() {
-        let bus = PortIoBus::new(false);
+        let bus = PortIoBus::new(None);
         assert_eq!(bus.write(0x64, &[0xfe]), PioAction::Reset);
         assert_eq!(bus.write(0x64, &[0xad]), PioAction::None);
     }
 
     #[test]
     fn read_unknown_port_all_ones() {
-        let bus = PortIoBus::new(false);
+        let bus = PortIoBus::new(None);
         let mut data = [0u8; 2];
         bus.read(0x70, &mut data);
         assert_eq!(data, [0xff, 0xff]);
@@ -145,7 +92,7 @@ mod tests {
 
     #[test]
     fn read_serial_absent_all_ones() {
-        let bus = PortIoBus::new(false);
+        let bus = PortIoBus::new(None);
         let mut data = [0u8; 1];
         bus.read(0x3fd, &mut data);
         assert_eq!(data, [0xff]);
@@ -153,7 +100,7 @@ mod tests {
 
     #[test]
     fn read_serial_present_line_status_transmitter_empty() {
-        let bus = PortIoBus::new(true);
+        let bus = PortIoBus::new(Some(SerialDevice::debug_log().unwrap()));
         let mut data = [0u8; 1];
         bus.read(0x3fd, &mut data);
         assert_ne!(data[0] & 0x20, 0);

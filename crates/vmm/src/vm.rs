@@ -27,13 +27,15 @@ use crate::layout::{
 };
 use crate::memory::{self, MemoryError};
 use crate::pio::PortIoBus;
+use crate::serial::{SerialDevice, COM1_IRQ};
 use crate::process::{self, IdError};
 use crate::vcpu::{self, BootSetup, Shared, VcpuEnd, VcpuError};
 use crate::vsock_plan::{self, VsockPlanError};
 use crate::workload::{self, CmdlineWorkload, Workload, EXEC_JSON_NAME};
 
 /// Extra kernel command line options for debugging (e.g. `earlyprintk=ttyS0 console=ttyS0`);
-/// setting it also puts a UART at 0x3f8 whose output is logged at debug level.
+/// setting it also puts a UART at 0x3f8 whose output is logged at debug level (unless the
+/// caller configured a serial console there).
 pub const DEBUG_CMDLINE_ENV: &str = "KRUN_DEBUG_CMDLINE";
 
 /// The exit status when the guest ended without reporting one (panic, reboot, power off).
@@ -96,6 +98,10 @@ pub enum VmError {
     Vsock(#[source] VsockPlanError),
     #[error("cannot drop the VMM's privileges")]
     Ids(#[source] IdError),
+    #[error("cannot set up the serial console")]
+    Serial(#[source] std::io::Error),
+    #[error("cannot register the serial console's IRQ")]
+    SerialIrq(#[source] kvm_ioctls::Error),
     #[error("vCPU {id} failed")]
     Vcpu {
         id: u8,
@@ -127,6 +133,8 @@ impl VmError {
             VmError::LoadCmdline(_) | VmError::Boot(_) => libc::EINVAL,
             VmError::ConfigureVcpu { source, .. } | VmError::Vcpu { source, .. } => source.errno(),
             VmError::KickHandler(e) => e.errno(),
+            VmError::Serial(e) => e.raw_os_error().unwrap_or(libc::EIO),
+            VmError::SerialIrq(e) => e.errno(),
             VmError::Ids(e) => e.errno(),
             VmError::Vsock(_) => libc::EINVAL,
             VmError::SpawnVcpu { source, .. } => source.raw_os_error().unwrap_or(libc::EAGAIN),
@@ -216,6 +224,32 @@ fn create_kvm_vm(vcpus: u8) -> Result<(Kvm, VmFd), VmError> {
     };
     vm.create_pit2(pit).map_err(VmError::Pit)?;
     Ok((kvm, vm))
+}
+
+/// The COM1 UART: the first `krun_add_serial_console_default` (later ones are ignored
+/// with a warning: only ttyS0 exists), else the debug UART under `KRUN_DEBUG_CMDLINE`.
+fn create_serial(
+    vm_fd: &VmFd,
+    config: &VmConfig,
+    debug: bool,
+) -> Result<Option<SerialDevice>, VmError> {
+    let serials = &config.console.serial_consoles;
+    if serials.len() > 1 {
+        log::warn!(
+            "{} serial consoles configured; only the first (ttyS0 at 0x3f8) is created, the rest are ignored",
+            serials.len()
+        );
+    }
+    let device = match serials.first() {
+        Some(s) => SerialDevice::with_fds(s.input_fd, s.output_fd),
+        None if debug => SerialDevice::debug_log(),
+        None => return Ok(None),
+    }
+    .map_err(VmError::Serial)?;
+    vm_fd
+        .register_irqfd(device.irq_evt(), COM1_IRQ)
+        .map_err(VmError::SerialIrq)?;
+    Ok(Some(device))
 }
 
 impl Vm {
@@ -337,8 +371,9 @@ impl Vm {
         vcpu::install_kick_handler().map_err(VmError::KickHandler)?;
 
         let raw_modes = devices.take_raw_modes();
+        let serial = create_serial(&vm_fd, &config, debug_cmdline.is_some())?;
         let shared = Arc::new(Shared {
-            pio: PortIoBus::new(debug_cmdline.is_some()),
+            pio: PortIoBus::new(serial),
             mmio: devices.into_bus(),
             stop: AtomicBool::new(false),
             started,

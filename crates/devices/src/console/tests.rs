@@ -15,8 +15,9 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::backend::{ConsoleOutput, FdInput};
+use super::control::{self, ControlMsg};
 use super::device::{OutputSink, PortQueues, RxStatus};
-use super::Console;
+use super::{Console, Port};
 use crate::virtio::{ActivateError, ActivationContext, ActiveQueue, Interrupt, VirtioDevice};
 use crate::GuestMemory;
 
@@ -499,5 +500,117 @@ fn console_regular_file_input_read_without_epoll() {
     let mut got = [0u8; 7];
     mem.read_slice(&mut got, GuestAddress(DATA)).unwrap();
     assert_eq!(&got, b"script\n");
+    console.shutdown();
+}
+
+/// The four queues of a one-port multiport console, playing the guest driver.
+struct MultiportHarness<'a> {
+    mem: GuestMemory,
+    queues: Vec<MockSplitQueue<'a, GuestMemory>>,
+    evts: Vec<EventFd>,
+    interrupt: Arc<CountingInterrupt>,
+}
+
+impl<'a> MultiportHarness<'a> {
+    fn new(mem: &'a GuestMemory) -> Self {
+        Self {
+            mem: mem.clone(),
+            queues: (0..4)
+                .map(|i| MockSplitQueue::create(mem, GuestAddress(0x4000 * i), RING_LEN))
+                .collect(),
+            evts: (0..4).map(|_| EventFd::new(EFD_NONBLOCK).unwrap()).collect(),
+            interrupt: Arc::new(CountingInterrupt::default()),
+        }
+    }
+
+    fn activation(&self) -> ActivationContext {
+        ActivationContext {
+            mem: self.mem.clone(),
+            queues: self
+                .queues
+                .iter()
+                .zip(&self.evts)
+                .map(|(q, evt)| ActiveQueue {
+                    queue: q.create_queue::<Queue>().unwrap(),
+                    notify_evt: evt.try_clone().unwrap(),
+                })
+                .collect(),
+            interrupt: self.interrupt.clone(),
+            acked_features: crate::virtio::features::VIRTIO_F_VERSION_1
+                | super::VIRTIO_CONSOLE_F_MULTIPORT,
+        }
+    }
+
+    /// The driver sends one control message (descriptor `desc`, data at `data`).
+    fn send(&self, desc: u16, data: u64, msg: ControlMsg) {
+        add_tx_chain(&self.queues[3], &self.mem, desc, data, &[&msg.to_bytes()]);
+        self.evts[3].write(1).unwrap();
+    }
+
+    /// The messages the device put in control receive buffers so far, as raw bytes; the
+    /// buffers were added by `add_control_buffers` at CTRL_DATA + 0x100 * descriptor.
+    fn received(&self) -> Vec<Vec<u8>> {
+        used_entries(&self.queues[2])
+            .into_iter()
+            .map(|(id, len)| {
+                let mut buf = vec![0u8; len as usize];
+                self.mem
+                    .read_slice(&mut buf, GuestAddress(CTRL_DATA + 0x100 * u64::from(id)))
+                    .unwrap();
+                buf
+            })
+            .collect()
+    }
+}
+
+const CTRL_DATA: u64 = 0x2_0000;
+
+#[test]
+fn multiport_handshake_names_port_then_input_flows_and_ends_with_port_close() {
+    let mem = memory();
+    let h = MultiportHarness::new(&mem);
+    let path = std::env::temp_dir().join(format!("devices-console-mp-{}", std::process::id()));
+    std::fs::write(&path, b"hello").unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let output = FakeOutput::default();
+    let mut console = Console::new(vec![Port::named(
+        "alpha",
+        Some(Box::new(FdInput::new(file.into()))),
+        Some(Box::new(output.clone())),
+    )]);
+    for d in 0..8u16 {
+        add_chain(&h.queues[2], d, &[(CTRL_DATA + 0x100 * u64::from(d), 64, true)]);
+    }
+    add_chain(&h.queues[0], 0, &[(DATA, 64, true)]);
+    add_chain(&h.queues[0], 1, &[(DATA + 0x100, 64, true)]);
+    console.activate(h.activation()).unwrap();
+
+    h.send(0, DATA + 0x1000, ControlMsg::new(0, control::DEVICE_READY, 1));
+    wait_for("port add", || h.received().len() == 1);
+    assert_eq!(h.received()[0], ControlMsg::new(0, control::DEVICE_ADD, 0).to_bytes());
+    // Nothing flows before the guest opens the port: Linux would discard it.
+    assert!(used_entries(&h.queues[0]).is_empty());
+
+    h.send(1, DATA + 0x2000, ControlMsg::new(0, control::PORT_READY, 1));
+    wait_for("name and open", || h.received().len() == 3);
+    let mut name = ControlMsg::new(0, control::PORT_NAME, 1).to_bytes();
+    name.extend_from_slice(b"alpha");
+    assert_eq!(h.received()[1], name);
+    assert_eq!(h.received()[2], ControlMsg::new(0, control::PORT_OPEN, 1).to_bytes());
+
+    h.send(2, DATA + 0x3000, ControlMsg::new(0, control::PORT_OPEN, 1));
+    wait_for("input", || !used_entries(&h.queues[0]).is_empty());
+    assert_eq!(used_entries(&h.queues[0])[0], (0, 5));
+    let mut got = [0u8; 5];
+    mem.read_slice(&mut got, GuestAddress(DATA)).unwrap();
+    assert_eq!(&got, b"hello");
+    wait_for("host close", || h.received().len() == 4);
+    assert_eq!(h.received()[3], ControlMsg::new(0, control::PORT_OPEN, 0).to_bytes());
+
+    // What the guest writes reaches the port's output.
+    add_tx_chain(&h.queues[1], &mem, 0, DATA + 0x4000, &[b"back"]);
+    h.evts[1].write(1).unwrap();
+    wait_for("output", || output.bytes() == b"back");
     console.shutdown();
 }
