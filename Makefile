@@ -140,6 +140,11 @@ test-abi: all
 test-e2e: all
 	KRUN_E2E_LIB=$(LIB) tests/e2e/run
 
+# A benchmark, not a test: ours against upstream libkrun, interleaved (tests/bench/run).
+# BENCH_ROUNDS=3; sizes: BENCH_FS_MIB, BENCH_FILES, BENCH_NET_MIB (tests/bench/bench.sh).
+bench: all
+	tests/bench/run $(or $(BENCH_ROUNDS),3)
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
