@@ -9,7 +9,8 @@
 #   "@@bench LIB ROUND NAME VALUE"
 # and the raw output of a failed run. tests/bench/run makes the table.
 #
-# Environment: BENCH_FS_MIB (sequential file size, default 256), BENCH_FILES (metadata walk,
+# Environment: BENCH_FS_MIB (sequential read, default 256), BENCH_WRITE_MIB (sequential
+# write, default 32: our writes ran at ~1 MiB/s in the lab), BENCH_FILES (metadata walk,
 # default 10000), BENCH_NET_MIB (each way, default 64), BENCH_MEM (guest MiB, default 256),
 # KRUN_BENCH_ROOTFS (a busybox root; default $KRUNLAB_ROOTFS), BENCH_VM_TIMEOUT (default 300).
 set -u
@@ -17,11 +18,13 @@ set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROUNDS=$1 OURS=$2 REF=$3
 FS_MIB=${BENCH_FS_MIB:-256}
+WRITE_MIB=${BENCH_WRITE_MIB:-32}
 FILES=${BENCH_FILES:-10000}
 NET_MIB=${BENCH_NET_MIB:-64}
 MEM=${BENCH_MEM:-256}
 VM_TIMEOUT=${BENCH_VM_TIMEOUT:-300}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/krun-bench.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
 ROOT=$WORK/root
 BASE_LD=${LD_LIBRARY_PATH:-}
 
@@ -30,20 +33,22 @@ BASE_LD=${LD_LIBRARY_PATH:-}
 cp -a "${KRUN_BENCH_ROOTFS:-$KRUNLAB_ROOTFS}" "$ROOT" || exit 1
 cp "$HERE/netio" "$ROOT/bin/netio" || exit 1
 mkdir -p "$ROOT/bdata" "$ROOT/meta"
+# The file the guests read, written here (not through virtio-fs).
+dd if=/dev/zero of="$ROOT/bdata/r" bs=1M count="$FS_MIB" 2>/dev/null || exit 1
 d=0
 while [ $((d * 100)) -lt "$FILES" ]; do
   mkdir "$ROOT/meta/$d"
   (cd "$ROOT/meta/$d" && seq 1 100 | xargs touch)
   d=$((d + 1))
 done
-echo "bench: $(find "$ROOT/meta" -type f | wc -l) files in the metadata tree, ${FS_MIB} MiB files, ${NET_MIB} MiB each way, ${MEM} MiB guests, $ROUNDS rounds"
+echo "bench: $(find "$ROOT/meta" -type f | wc -l) files in the metadata tree, ${FS_MIB} MiB read, ${WRITE_MIB} MiB written, ${NET_MIB} MiB each way, ${MEM} MiB guests, $ROUNDS rounds"
 
 # Guest-side timing: /proc/uptime (10 ms steps), so the figures exclude boot.
 T='u() { read a b </proc/uptime; echo $a; }; d() { awk "BEGIN { printf \"%.2f\", $2 - $1 }"; }'
 FS_CMD="$T"'
-t0=$(u); dd if=/dev/zero of=/bdata/f bs=1M count='"$FS_MIB"' 2>/dev/null && sync; t1=$(u)
+t0=$(u); dd if=/dev/zero of=/bdata/w bs=1M count='"$WRITE_MIB"' 2>/dev/null && sync; t1=$(u); rm -f /bdata/w
 echo 3 >/proc/sys/vm/drop_caches
-t2=$(u); dd if=/bdata/f of=/dev/null bs=1M 2>/dev/null; t3=$(u); rm -f /bdata/f
+t2=$(u); dd if=/bdata/r of=/dev/null bs=1M 2>/dev/null; t3=$(u)
 echo 3 >/proc/sys/vm/drop_caches
 t4=$(u); n=$(find /meta -type f -exec stat -c %s {} + | wc -l); t5=$(u)
 echo "@@m fs_write_s $(d $t0 $t1)"; echo "@@m fs_read_s $(d $t2 $t3)"

@@ -11,7 +11,9 @@
  * threads); X: its exit status (128+N for signal N). After TIMEOUT_S the process is killed
  * (status 137).
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
