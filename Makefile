@@ -108,8 +108,8 @@ test-unit:
 	$(CARGO) test --workspace
 
 # The lab harness itself (tests/lab/krunlab's freeze watchdog), with fake consoles: no QEMU,
-# no guest, about 40 s.
-test-harness:
+# no guest, about 40 s; one case drives tests/e2e/run with a fake krunlab.
+test-harness: lib
 	tests/lab/harness-test
 
 # Install into a DESTDIR and check the layout a distribution package would get.
