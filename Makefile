@@ -4,7 +4,10 @@
 #                         target/examples/chroot_vm
 #   make install          PREFIX=/usr/local LIBDIR=$(PREFIX)/lib INCLUDEDIR=$(PREFIX)/include DESTDIR=
 #   make uninstall        the same variables
-#   make test             unit tests, install check, ABI tests, end-to-end tests (lab or direct)
+#   make test             unit tests, harness tests, install check, ABI tests, end-to-end tests
+#                         (lab or direct); ends with the lab's freeze count and the time lost
+#   make bench            ours against upstream libkrun (built from its crate into
+#                         target/bench-ref), interleaved, in one lab run (or directly)
 #   make lint             cargo fmt --check and clippy -D warnings
 #   make header           regenerate include/libkrun.h with cbindgen
 #   make demo             run examples-c/chroot_vm with a busybox root (here, or in the lab)
@@ -40,7 +43,7 @@ KRUNLAB := tests/lab/krunlab
 export CARGO_TARGET_DIR := $(TARGET)
 
 .PHONY: all lib header-check header pc examples install uninstall test test-unit \
-	test-install test-abi test-e2e lint demo clean FORCE
+	test-harness test-install test-abi test-e2e bench lint demo clean FORCE
 
 all: lib header-check pc examples
 
@@ -92,15 +95,22 @@ uninstall:
 # Every part runs even when an earlier one fails; the summary names what failed.
 test: all
 	@failed=""; \
-	for t in test-unit test-install test-abi test-e2e; do \
+	rm -f $(TARGET)/e2e/lab-freezes.txt; \
+	for t in test-unit test-harness test-install test-abi test-e2e; do \
 		echo "=== make $$t"; \
 		$(MAKE) --no-print-directory $$t || failed="$$failed $$t"; \
 	done; \
+	[ ! -f $(TARGET)/e2e/lab-freezes.txt ] || echo "make test: $$(cat $(TARGET)/e2e/lab-freezes.txt)"; \
 	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed"; exit 1; fi; \
 	echo "make test: all passed"
 
 test-unit:
 	$(CARGO) test --workspace
+
+# The lab harness itself (tests/lab/krunlab's freeze watchdog), with fake consoles: no QEMU,
+# no guest, about 40 s; one case drives tests/e2e/run with a fake krunlab.
+test-harness: lib
+	tests/lab/harness-test
 
 # Install into a DESTDIR and check the layout a distribution package would get.
 test-install: all
@@ -129,6 +139,11 @@ test-abi: all
 
 test-e2e: all
 	KRUN_E2E_LIB=$(LIB) tests/e2e/run
+
+# A benchmark, not a test: ours against upstream libkrun, interleaved (tests/bench/run).
+# BENCH_ROUNDS=3; sizes: BENCH_FS_MIB, BENCH_FILES, BENCH_NET_MIB (tests/bench/bench.sh).
+bench: all
+	tests/bench/run $(or $(BENCH_ROUNDS),3)
 
 lint:
 	$(CARGO) fmt --all -- --check
