@@ -150,8 +150,9 @@ int32_t krun_set_console_output(uint32_t ctx_id, const char *c_filepath);
 int32_t krun_disable_implicit_console(uint32_t ctx_id);
 
 /**
- * Sets the kernel's `console=` argument (e.g. `hvc0`, `ttyS0`). Returns 0, -ENOENT for an
- * unknown context, -EINVAL for a NULL, empty or non-UTF-8 string.
+ * Sets the kernel's `console=` device (e.g. `hvc0`, `ttyS0`). Returns 0, -ENOENT for an
+ * unknown context, -EINVAL for a NULL or non-UTF-8 string or one that is not a single
+ * device name (empty, spaces, options such as `,115200`, other kernel arguments).
  *
  * # Safety
  * `console_id` is NULL or NUL-terminated.
@@ -159,8 +160,10 @@ int32_t krun_disable_implicit_console(uint32_t ctx_id);
 int32_t krun_set_kernel_console(uint32_t ctx_id, const char *console_id);
 
 /**
- * Adds a virtio console with one port wired to the host fds `input_fd`, `output_fd` and
- * `err_fd`. Returns 0, -ENOENT for an unknown context, -EINVAL for a negative fd.
+ * Adds a virtio console with upstream's automatic ports applied to `input_fd`, `output_fd`
+ * and `err_fd`: port 0 (a console) on the first of them that is a terminal, and a
+ * `krun-stdin`/`krun-stdout`/`krun-stderr` port for each that is not. A negative fd gets
+ * no port. Returns 0 or -ENOENT for an unknown context.
  */
 int32_t krun_add_virtio_console_default(uint32_t ctx_id, int input_fd, int output_fd, int err_fd);
 
@@ -177,8 +180,9 @@ int32_t krun_add_serial_console_default(uint32_t ctx_id, int input_fd, int outpu
 int32_t krun_add_virtio_console_multiport(uint32_t ctx_id);
 
 /**
- * Adds a port named `name` (NULL: unnamed) wired to the terminal `tty_fd` to multiport
- * console `console_id`. Returns 0, -ENOENT for an unknown context, -EINVAL for a negative
+ * Adds a port named `name` (NULL: unnamed) wired to the terminal `tty_fd` (raw mode while
+ * the VM runs) to multiport console `console_id`; the guest sees a console port, an hvc
+ * tty. Returns 0, -ENOENT for an unknown context, -EINVAL for a negative
  * fd or non-UTF-8 name, -ENOTTY if `tty_fd` is not a terminal, -ENODEV if `console_id` is
  * not a multiport console.
  *
@@ -189,9 +193,9 @@ int32_t krun_add_console_port_tty(uint32_t ctx_id, uint32_t console_id, const ch
 
 /**
  * Adds a port named `name` (NULL: unnamed) reading guest input from `input_fd` and
- * writing guest output to `output_fd` to multiport console `console_id`. Returns 0,
- * -ENOENT for an unknown context, -EINVAL for a negative fd or non-UTF-8 name, -ENODEV if
- * `console_id` is not a multiport console.
+ * writing guest output to `output_fd` to multiport console `console_id`; a negative fd
+ * means no input (or no output). Returns 0, -ENOENT for an unknown context, -EINVAL for a
+ * non-UTF-8 name, -ENODEV if `console_id` is not a multiport console.
  *
  * # Safety
  * `name` is NULL or NUL-terminated.

@@ -189,11 +189,12 @@ impl Drop for SerialDevice {
 /// host never buffers more than one read.
 fn feed_input(uart: &Mutex<Uart>, fd: OwnedFd, kill: &EventFd) {
     let mut buf = [0u8; 64];
+    // SAFETY: `kill` is borrowed from the caller for this whole function.
+    let kill_fd = unsafe { BorrowedFd::borrow_raw(kill.as_raw_fd()) };
     loop {
         let mut fds = [
             PollFd::new(fd.as_fd(), PollFlags::POLLIN),
-            // SAFETY: the kill eventfd outlives this loop (owned by the caller's closure).
-            PollFd::new(unsafe { BorrowedFd::borrow_raw(kill.as_raw_fd()) }, PollFlags::POLLIN),
+            PollFd::new(kill_fd, PollFlags::POLLIN),
         ];
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}

@@ -17,7 +17,6 @@ const MAX_RAW_TTYS: usize = 4;
 struct SavedSlot {
     used: AtomicBool,
     fd: AtomicI32,
-    mode: Mutex<Option<libc::termios>>,
     /// A copy the signal handler reads without locking; written once before `used`.
     raw_copy: std::cell::UnsafeCell<libc::termios>,
 }
@@ -26,15 +25,14 @@ struct SavedSlot {
 // release ordering, and only read after an acquire load of `used`; no concurrent writer.
 unsafe impl Sync for SavedSlot {}
 
-const EMPTY_SLOT: SavedSlot = SavedSlot {
-    used: AtomicBool::new(false),
-    fd: AtomicI32::new(-1),
-    mode: Mutex::new(None),
-    // SAFETY: termios is plain integers and arrays; all zeros is a valid value.
-    raw_copy: std::cell::UnsafeCell::new(unsafe { std::mem::zeroed() }),
-};
-
-static SLOTS: [SavedSlot; MAX_RAW_TTYS] = [EMPTY_SLOT; MAX_RAW_TTYS];
+static SLOTS: [SavedSlot; MAX_RAW_TTYS] = [const {
+    SavedSlot {
+        used: AtomicBool::new(false),
+        fd: AtomicI32::new(-1),
+        // SAFETY: termios is plain integers and arrays; all zeros is a valid value.
+        raw_copy: std::cell::UnsafeCell::new(unsafe { std::mem::zeroed() }),
+    }
+}; MAX_RAW_TTYS];
 static SLOT_LOCK: Mutex<()> = Mutex::new(());
 
 /// A terminal in raw mode; dropping it (or [`RawMode::restore`]) puts the saved mode back.
@@ -95,7 +93,6 @@ impl RawMode {
         if let Some(slot) = self.slot.take() {
             let _guard = SLOT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
             SLOTS[slot].used.store(false, Ordering::SeqCst);
-            *SLOTS[slot].mode.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
     }
 }
@@ -115,7 +112,6 @@ fn publish(fd: RawFd, saved: &libc::termios) -> Option<usize> {
     // SAFETY: the slot is unused and SLOT_LOCK is held: nobody else writes it, and the
     // signal handler only reads it after `used` is set below.
     unsafe { *slot.raw_copy.get() = *saved };
-    *slot.mode.lock().unwrap_or_else(|p| p.into_inner()) = Some(*saved);
     slot.fd.store(fd, Ordering::SeqCst);
     slot.used.store(true, Ordering::Release);
     Some(index)

@@ -27,8 +27,8 @@ use crate::layout::{
 };
 use crate::memory::{self, MemoryError};
 use crate::pio::PortIoBus;
-use crate::serial::{SerialDevice, COM1_IRQ};
 use crate::process::{self, IdError};
+use crate::serial::{SerialDevice, COM1_IRQ};
 use crate::vcpu::{self, BootSetup, Shared, VcpuEnd, VcpuError};
 use crate::vsock_plan::{self, VsockPlanError};
 use crate::workload::{self, CmdlineWorkload, Workload, EXEC_JSON_NAME};

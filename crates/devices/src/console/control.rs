@@ -135,7 +135,10 @@ pub fn answer(msg: ControlMsg, ports: &[PortInfo], size: (u16, u16)) -> Answer {
                 _ => PortEvent::GuestOpened(msg.id),
             });
         }
-        (event, _) => log::debug!("console: ignoring control event {event} for port {}", msg.id),
+        (event, _) => log::debug!(
+            "console: ignoring control event {event} for port {}",
+            msg.id
+        ),
     }
     answer
 }

@@ -254,7 +254,6 @@ impl PortQueues {
     }
 }
 
-
 /// The control queues (multiport only): driver messages in, device messages out.
 pub(crate) struct ControlQueues {
     pub(crate) mem: GuestMemory,
@@ -268,7 +267,12 @@ pub(crate) struct ControlQueues {
 }
 
 impl ControlQueues {
-    pub(crate) fn new(mem: GuestMemory, rx: Queue, tx: Queue, interrupt: Arc<dyn Interrupt>) -> Self {
+    pub(crate) fn new(
+        mem: GuestMemory,
+        rx: Queue,
+        tx: Queue,
+        interrupt: Arc<dyn Interrupt>,
+    ) -> Self {
         Self {
             mem,
             rx,
@@ -449,7 +453,9 @@ impl Console {
                     console: port.console,
                 },
                 input: port.input,
-                output: port.output.map_or_else(OutputSink::discard, OutputSink::new),
+                output: port
+                    .output
+                    .map_or_else(OutputSink::discard, OutputSink::new),
             })
             .collect();
         let queue_count = 2 * (backends.len() + 1);

@@ -518,7 +518,9 @@ impl<'a> MultiportHarness<'a> {
             queues: (0..4)
                 .map(|i| MockSplitQueue::create(mem, GuestAddress(0x4000 * i), RING_LEN))
                 .collect(),
-            evts: (0..4).map(|_| EventFd::new(EFD_NONBLOCK).unwrap()).collect(),
+            evts: (0..4)
+                .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
+                .collect(),
             interrupt: Arc::new(CountingInterrupt::default()),
         }
     }
@@ -580,15 +582,26 @@ fn multiport_handshake_names_port_then_input_flows_and_ends_with_port_close() {
         Some(Box::new(output.clone())),
     )]);
     for d in 0..8u16 {
-        add_chain(&h.queues[2], d, &[(CTRL_DATA + 0x100 * u64::from(d), 64, true)]);
+        add_chain(
+            &h.queues[2],
+            d,
+            &[(CTRL_DATA + 0x100 * u64::from(d), 64, true)],
+        );
     }
     add_chain(&h.queues[0], 0, &[(DATA, 64, true)]);
     add_chain(&h.queues[0], 1, &[(DATA + 0x100, 64, true)]);
     console.activate(h.activation()).unwrap();
 
-    h.send(0, DATA + 0x1000, ControlMsg::new(0, control::DEVICE_READY, 1));
+    h.send(
+        0,
+        DATA + 0x1000,
+        ControlMsg::new(0, control::DEVICE_READY, 1),
+    );
     wait_for("port add", || h.received().len() == 1);
-    assert_eq!(h.received()[0], ControlMsg::new(0, control::DEVICE_ADD, 0).to_bytes());
+    assert_eq!(
+        h.received()[0],
+        ControlMsg::new(0, control::DEVICE_ADD, 0).to_bytes()
+    );
     // Nothing flows before the guest opens the port: Linux would discard it.
     assert!(used_entries(&h.queues[0]).is_empty());
 
@@ -597,7 +610,10 @@ fn multiport_handshake_names_port_then_input_flows_and_ends_with_port_close() {
     let mut name = ControlMsg::new(0, control::PORT_NAME, 1).to_bytes();
     name.extend_from_slice(b"alpha");
     assert_eq!(h.received()[1], name);
-    assert_eq!(h.received()[2], ControlMsg::new(0, control::PORT_OPEN, 1).to_bytes());
+    assert_eq!(
+        h.received()[2],
+        ControlMsg::new(0, control::PORT_OPEN, 1).to_bytes()
+    );
 
     h.send(2, DATA + 0x3000, ControlMsg::new(0, control::PORT_OPEN, 1));
     wait_for("input", || !used_entries(&h.queues[0]).is_empty());
@@ -606,7 +622,10 @@ fn multiport_handshake_names_port_then_input_flows_and_ends_with_port_close() {
     mem.read_slice(&mut got, GuestAddress(DATA)).unwrap();
     assert_eq!(&got, b"hello");
     wait_for("host close", || h.received().len() == 4);
-    assert_eq!(h.received()[3], ControlMsg::new(0, control::PORT_OPEN, 0).to_bytes());
+    assert_eq!(
+        h.received()[3],
+        ControlMsg::new(0, control::PORT_OPEN, 0).to_bytes()
+    );
 
     // What the guest writes reaches the port's output.
     add_tx_chain(&h.queues[1], &mem, 0, DATA + 0x4000, &[b"back"]);

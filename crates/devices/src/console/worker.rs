@@ -164,9 +164,11 @@ impl EventLoop {
             }
             CONTROL_TX_QUEUE_INDEX if self.control.is_some() => self.process_control(),
             _ => {
-                let Some(id) = self.ports.iter().position(|p| {
-                    p.rx_index == index || p.tx_index == index
-                }) else {
+                let Some(id) = self
+                    .ports
+                    .iter()
+                    .position(|p| p.rx_index == index || p.tx_index == index)
+                else {
                     debug!("console: notification for unknown queue {index}");
                     return;
                 };
