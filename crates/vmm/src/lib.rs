@@ -13,6 +13,7 @@ pub mod layout;
 mod memory;
 mod pio;
 pub mod process;
+mod settings;
 mod vcpu;
 pub mod vm;
 pub mod vsock_plan;
