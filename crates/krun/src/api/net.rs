@@ -5,6 +5,8 @@
 
 use std::ffi::{c_char, c_int};
 
+use vmm::config::ConfigError;
+
 use crate::ctx;
 use crate::ffi::{self, guard, ApiError};
 
@@ -26,10 +28,13 @@ unsafe fn add_unix(
 ) -> Result<i32, ApiError> {
     ctx::check(ctx_id)?;
     // SAFETY: NULL or NUL-terminated per the caller's contract.
-    unsafe { ffi::opt_c_str(c_path, "c_path") }?;
+    let path = unsafe { ffi::opt_c_str(c_path, "c_path") }?;
     // SAFETY: NULL or 6 readable bytes per the caller's contract.
     unsafe { ffi::mac(c_mac, "c_mac") }?;
-    let _ = (fd, features, flags, stream);
+    if path.is_some() == (fd >= 0) {
+        return Err(ConfigError::NetEndpoint.into());
+    }
+    let _ = (features, flags, stream);
     Err(ApiError::Unsupported(NO_NET))
 }
 
@@ -37,7 +42,8 @@ unsafe fn add_unix(
 /// socket_vmnet style): the socket path `c_path` (fd -1) or a connected socket `fd`
 /// (`c_path` NULL), the 6-byte MAC `c_mac`, `NET_FEATURE_*` `features`, `NET_FLAG_*`
 /// `flags`. Not supported by this build yet: returns -ENOENT for an unknown context,
-/// -EINVAL for a NULL MAC or a non-UTF-8 path, else -ENOTSUP.
+/// -EINVAL for a NULL MAC, a non-UTF-8 path, or both or neither of path and fd, else
+/// -ENOTSUP.
 ///
 /// # Safety
 /// `c_path` is NULL or NUL-terminated; `c_mac` is NULL or points to 6 bytes.

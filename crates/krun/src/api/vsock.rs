@@ -77,12 +77,15 @@ unsafe fn add_port(
     let path = PathBuf::from(unsafe { ffi::c_str(c_filepath, "c_filepath") }?);
     if listen {
         let exists = path.try_exists().map_err(|source| ApiError::Io {
-            what: format!("c_filepath {path:?}"),
+            what: format!("c_filepath {}", vmm::config::Shown(&path.to_string_lossy())),
             source,
         })?;
         if exists {
             return Err(ApiError::Exists {
-                what: format!("listening socket path {path:?}"),
+                what: format!(
+                    "listening socket path {}",
+                    vmm::config::Shown(&path.to_string_lossy())
+                ),
             });
         }
     }
