@@ -426,7 +426,8 @@ int32_t krun_init_log(int32_t target_fd, uint32_t level, uint32_t style, uint32_
  * socket_vmnet style): the socket path `c_path` (fd -1) or a connected socket `fd`
  * (`c_path` NULL), the 6-byte MAC `c_mac`, `NET_FEATURE_*` `features`, `NET_FLAG_*`
  * `flags`. Not supported by this build yet: returns -ENOENT for an unknown context,
- * -EINVAL for a NULL MAC or a non-UTF-8 path, else -ENOTSUP.
+ * -EINVAL for a NULL MAC, a non-UTF-8 path, or both or neither of path and fd, else
+ * -ENOTSUP.
  *
  * # Safety
  * `c_path` is NULL or NUL-terminated; `c_mac` is NULL or points to 6 bytes.

@@ -117,21 +117,25 @@ mod tests {
 
     #[test]
     fn account_kernel_file_refused_enotsup() {
-        let mut c = VmConfig::default();
-        c.kernel = Some(KernelFile {
-            path: "/k".into(),
-            format: KernelFormat::Elf,
-            initramfs: None,
-            cmdline: None,
-        });
+        let c = VmConfig {
+            kernel: Some(KernelFile {
+                path: "/k".into(),
+                format: KernelFormat::Elf,
+                initramfs: None,
+                cmdline: None,
+            }),
+            ..VmConfig::default()
+        };
         assert_eq!(account(&c).unwrap_err().errno(), libc::ENOTSUP);
     }
 
     #[test]
     fn account_ignored_settings_ok() {
-        let mut c = VmConfig::default();
-        c.split_irqchip = true;
-        c.smbios_oem_strings = vec!["a".into()];
+        let c = VmConfig {
+            split_irqchip: true,
+            smbios_oem_strings: vec!["a".into()],
+            ..VmConfig::default()
+        };
         assert!(account(&c).is_ok());
     }
 }

@@ -66,7 +66,7 @@ pub fn parse_rlimit(entry: &str) -> Result<String, ConfigError> {
 /// Every entry must be `KEY=VALUE` with a non-empty KEY (init passes them to execve).
 fn check_env(env: Option<&[String]>) -> Result<(), ConfigError> {
     for entry in env.unwrap_or_default() {
-        if !entry.split_once('=').is_some_and(|(k, _)| !k.is_empty()) {
+        if entry.split_once('=').is_none_or(|(k, _)| k.is_empty()) {
             return Err(ConfigError::EnvEntry(entry.clone()));
         }
     }
