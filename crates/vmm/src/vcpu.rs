@@ -86,9 +86,14 @@ impl std::fmt::Display for InternalError {
         };
         write!(
             f,
-            "KVM internal error: exit reason {KVM_EXIT_INTERNAL_ERROR}, suberror {} ({name}), data {:#x?}, guest RIP ",
-            self.suberror, self.data
+            "KVM internal error: exit reason {KVM_EXIT_INTERNAL_ERROR}, suberror {} ({name}), data [",
+            self.suberror
         )?;
+        for (i, word) in self.data.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{word:#x}")?;
+        }
+        write!(f, "], guest RIP ")?;
         match self.rip {
             Some(rip) => write!(f, "{rip:#x}"),
             None => write!(f, "unknown"),
@@ -297,4 +302,24 @@ fn handle_exit(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod internal_error_tests {
+    use super::*;
+
+    #[test]
+    fn internal_error_display_names_suberror_reason_and_rip() {
+        let e = VcpuError::InternalError(InternalError {
+            suberror: 1,
+            data: vec![0x10, 0x20],
+            rip: Some(0xffff_ffff_8100_0000),
+        });
+        let text = e.to_string();
+        assert!(text.contains("exit reason 17"), "{text}");
+        assert!(text.contains("suberror 1 (emulation failure)"), "{text}");
+        assert!(text.contains("0x10") && text.contains("0x20"), "{text}");
+        assert!(text.ends_with("guest RIP 0xffffffff81000000"), "{text}");
+        assert!(!text.contains('\n'), "one log line: {text}");
+    }
 }

@@ -23,8 +23,9 @@ case_net_setter_refused_keeps_tsi() {
   has passt.txt "^$want " || fail "the guest lost its TSI network: $(excerpt passt.txt)"
 }
 
-# Setters refuse what they can check, before any VM exists: the errno is the cause's.
-# Nothing boots here. vmtest prints the failing call and exits 2; with default logging the
+# Setters refuse what they can check, before any VM exists: the errno is the cause's
+# (--mem=1: libkrunfw, loaded by krun_create_ctx, says its kernel needs more). Nothing boots
+# here. vmtest prints the failing call and exits 2; with default logging the
 # library itself prints nothing for a setter (the caller has the errno).
 register setter_errnos
 case_setter_errnos() {
@@ -38,7 +39,8 @@ case_setter_errnos() {
     "--virtiofs=$tag37:$PWD/share|vmtest: krun_add_virtiofs: -22 (Invalid argument)" \
     "--uid=4294967295|vmtest: krun_setuid: -22 (Invalid argument)" \
     "--env=NOEQUALS|vmtest: krun_set_exec: -22 (Invalid argument)" \
-    "--cpus=255|vmtest: krun_set_vm_config: -22 (Invalid argument)"
+    "--cpus=255|vmtest: krun_set_vm_config: -22 (Invalid argument)" \
+    "--mem=1|vmtest: krun_set_vm_config: -22 (Invalid argument)"
   i=0
   for spec in "$@"; do
     i=$((i + 1))
