@@ -203,9 +203,9 @@ int32_t krun_add_console_port_tty(uint32_t ctx_id, uint32_t console_id, const ch
 int32_t krun_add_console_port_inout(uint32_t ctx_id, uint32_t console_id, const char *name, int input_fd, int output_fd);
 
 /**
- * Adds a raw disk image `disk_path` as a virtio-blk device identified by `block_id`
- * (read-only if `read_only`). Returns 0, -ENOENT for an unknown context, -EINVAL for NULL,
- * empty or non-UTF-8 strings, -EEXIST for a `block_id` already in use.
+ * Would add a raw disk image `disk_path` as a virtio-blk device identified by `block_id`
+ * (read-only if `read_only`). Not supported by this build yet: returns -ENOENT for an
+ * unknown context, -EINVAL for NULL or non-UTF-8 strings, else -ENOTSUP.
  *
  * # Safety
  * `block_id` and `disk_path` are NULL or NUL-terminated.
@@ -214,7 +214,7 @@ int32_t krun_add_disk(uint32_t ctx_id, const char *block_id, const char *disk_pa
 
 /**
  * As `krun_add_disk` with an image format, `KRUN_DISK_FORMAT_*`; an unknown format
- * returns -EINVAL.
+ * returns -EINVAL. Not supported yet: -ENOTSUP.
  *
  * # Safety
  * `block_id` and `disk_path` are NULL or NUL-terminated.
@@ -223,7 +223,8 @@ int32_t krun_add_disk2(uint32_t ctx_id, const char *block_id, const char *disk_p
 
 /**
  * As `krun_add_disk2`, plus `direct_io` (bypass the host page cache) and how flushes are
- * honoured, `sync_mode` (`KRUN_SYNC_*`); an unknown mode returns -EINVAL.
+ * honoured, `sync_mode` (`KRUN_SYNC_*`); an unknown mode returns -EINVAL. Not supported
+ * yet: -ENOTSUP.
  *
  * # Safety
  * `block_id` and `disk_path` are NULL or NUL-terminated.
@@ -231,9 +232,9 @@ int32_t krun_add_disk2(uint32_t ctx_id, const char *block_id, const char *disk_p
 int32_t krun_add_disk3(uint32_t ctx_id, const char *block_id, const char *disk_path, uint32_t disk_format, bool read_only, bool direct_io, uint32_t sync_mode);
 
 /**
- * Boots from the raw disk image `disk_path` (block id `root`) instead of a root directory.
- * Returns 0, -ENOENT for an unknown context, -EINVAL for a NULL, empty or non-UTF-8 path,
- * -EBUSY if a root directory or overlay root is set, -EEXIST if a root disk is set.
+ * Would boot from the raw disk image `disk_path` (block id `root`) instead of a root
+ * directory. Not supported yet: returns -ENOENT for an unknown context, -EINVAL for a
+ * NULL or non-UTF-8 path, else -ENOTSUP.
  *
  * # Safety
  * `disk_path` is NULL or NUL-terminated.
@@ -241,8 +242,9 @@ int32_t krun_add_disk3(uint32_t ctx_id, const char *block_id, const char *disk_p
 int32_t krun_set_root_disk(uint32_t ctx_id, const char *disk_path);
 
 /**
- * Adds the raw disk image `disk_path` with block id `data`. Returns 0, -ENOENT for an
- * unknown context, -EINVAL for a NULL, empty or non-UTF-8 path, -EEXIST if already set.
+ * Would add the raw disk image `disk_path` with block id `data`. Not supported yet:
+ * returns -ENOENT for an unknown context, -EINVAL for a NULL or non-UTF-8 path, else
+ * -ENOTSUP.
  *
  * # Safety
  * `disk_path` is NULL or NUL-terminated.
@@ -250,11 +252,10 @@ int32_t krun_set_root_disk(uint32_t ctx_id, const char *disk_path);
 int32_t krun_set_data_disk(uint32_t ctx_id, const char *disk_path);
 
 /**
- * Makes init mount the guest block device `device` (e.g. `/dev/vda`) as the root and
- * switch to it. `fstype` may be NULL or "auto" to detect it; `options` may be NULL. A disk
- * must have been added first. Returns 0, -ENOENT for an unknown context, -EINVAL for a
- * NULL, empty or non-UTF-8 device, non-UTF-8 fstype/options, or no disk added, -EBUSY if a
- * root directory or overlay root is set.
+ * Would make init mount the guest block device `device` (e.g. `/dev/vda`) as the root and
+ * switch to it (`fstype` NULL or "auto" to detect it; `options` may be NULL). Not
+ * supported yet: returns -ENOENT for an unknown context, -EINVAL for a NULL or non-UTF-8
+ * device or non-UTF-8 fstype/options, else -ENOTSUP.
  *
  * # Safety
  * Each string is NULL or NUL-terminated.
@@ -266,8 +267,8 @@ int32_t krun_set_root_disk_remount(uint32_t ctx_id, const char *device, const ch
  * arguments `argv` (a NULL-terminated array, without the program name; NULL for none) and
  * its environment `envp` (a NULL-terminated array of `KEY=VALUE`; NULL to pass this
  * process's environment at start time). Returns 0, -ENOENT for an unknown context, -EINVAL
- * for a NULL or empty `exec_path` or non-UTF-8 text, -E2BIG for an array with no NULL
- * terminator.
+ * for a NULL or empty `exec_path`, non-UTF-8 text or an `envp` entry without `=`, -E2BIG
+ * for an array with no NULL terminator.
  *
  * # Safety
  * `exec_path` is NULL or NUL-terminated; each array is NULL or NULL-terminated.
@@ -277,7 +278,8 @@ int32_t krun_set_exec(uint32_t ctx_id, const char *exec_path, const char *const 
 /**
  * Sets the workload's environment alone: `envp` is a NULL-terminated array of `KEY=VALUE`,
  * or NULL to pass this process's environment at start time. Returns 0, -ENOENT for an
- * unknown context, -EINVAL for non-UTF-8 text, -E2BIG for an array with no terminator.
+ * unknown context, -EINVAL for non-UTF-8 text or an entry without `=` (or with an empty
+ * KEY), -E2BIG for an array with no terminator.
  *
  * # Safety
  * `envp` is NULL or a NULL-terminated array of NUL-terminated strings.
@@ -309,23 +311,25 @@ int32_t krun_set_rlimits(uint32_t ctx_id, const char *const *rlimits);
  * Makes the VMM process switch to user `uid` (as upstream) once it has opened /dev/kvm, the
  * shared directories and the console, before the guest runs; files the guest creates on a
  * share then belong to `uid` on the host. The guest workload itself still runs as root.
- * Returns 0 or -ENOENT for an unknown context; `krun_start_enter` fails with the errno of
+ * Returns 0, -ENOENT for an unknown context, -EINVAL for `(uid_t)-1` (which setuid(2)
+ * treats as "unchanged", not as an id); `krun_start_enter` fails with the errno of
  * setuid(2) if the switch is refused.
  */
 int32_t krun_setuid(uint32_t ctx_id, uid_t uid);
 
 /**
  * Makes the VMM process switch to group `gid` (as upstream), at the same point as
- * `krun_setuid` and before it. Returns 0 or -ENOENT for an unknown context;
- * `krun_start_enter` fails with the errno of setgid(2) if the switch is refused.
+ * `krun_setuid` and before it. Returns 0, -ENOENT for an unknown context, -EINVAL for
+ * `(gid_t)-1`; `krun_start_enter` fails with the errno of setgid(2) if the switch is
+ * refused.
  */
 int32_t krun_setgid(uint32_t ctx_id, gid_t gid);
 
 /**
  * Serves the host directory `root_path` as the guest's `/` over virtio-fs (tag
- * `KRUN_FS_ROOT_TAG`, 512 MiB DAX window). Returns 0, -ENOENT for an unknown context,
- * -EINVAL for a NULL, empty or non-UTF-8 path, -EEXIST if a root share exists, -EBUSY if
- * the root is already a disk (`krun_set_root_disk`) or an overlay root.
+ * `KRUN_FS_ROOT_TAG`). Returns 0, -ENOENT for an unknown context or a missing directory,
+ * -ENOTDIR if `root_path` is not a directory, -EINVAL for a NULL, empty or non-UTF-8 path,
+ * -EEXIST if a root is already set.
  *
  * # Safety
  * `root_path` is NULL or NUL-terminated.
@@ -335,9 +339,10 @@ int32_t krun_set_root(uint32_t ctx_id, const char *root_path);
 /**
  * Shares the host directory `c_path` with the guest over virtio-fs under the mount tag
  * `c_tag`; the tag `KRUN_FS_ROOT_TAG` makes it the root. No DAX window, read-write.
- * Returns 0, -ENOENT for an unknown context, -EINVAL for a NULL, empty or non-UTF-8 tag or
- * a non-UTF-8 path, -ENOTSUP for a NULL path (directory-less shares), -EEXIST for a tag
- * already in use, -EBUSY for a root tag when the root is a disk or overlay.
+ * Returns 0, -ENOENT for an unknown context or a missing directory, -ENOTDIR if `c_path`
+ * is not a directory, -EINVAL for a NULL tag, a tag that is empty or longer than 36 bytes,
+ * or non-UTF-8 text, -ENOTSUP for a NULL path (directory-less shares), -EEXIST for a tag
+ * already in use.
  *
  * # Safety
  * `c_tag` and `c_path` are NULL or NUL-terminated.
@@ -345,7 +350,8 @@ int32_t krun_set_root(uint32_t ctx_id, const char *root_path);
 int32_t krun_add_virtiofs(uint32_t ctx_id, const char *c_tag, const char *c_path);
 
 /**
- * As `krun_add_virtiofs`, with a DAX window of `shm_size` bytes (0: none).
+ * As `krun_add_virtiofs`, with a DAX window of `shm_size` bytes (0: none). This build has
+ * no DAX: a non-zero `shm_size` is ignored with a warning (the share works without it).
  *
  * # Safety
  * `c_tag` and `c_path` are NULL or NUL-terminated.
@@ -370,10 +376,10 @@ int32_t krun_add_virtiofs3(uint32_t ctx_id, const char *c_tag, const char *c_pat
 int32_t krun_add_virtiofs4(uint32_t ctx_id, const char *c_tag, const char *c_path, uint64_t shm_size, bool read_only, uint32_t semantics);
 
 /**
- * Makes the root an overlay of host directories, given lowest layer first in a
- * NULL-terminated array (microsandbox's extension). Returns 0, -ENOENT for an unknown
- * context, -EINVAL for a NULL or empty array or non-UTF-8 text, -E2BIG for an array with no
- * terminator, -EBUSY if a root is already set.
+ * Would make the root an overlay of host directories, given lowest layer first in a
+ * NULL-terminated array (microsandbox's extension). Not supported by this build yet:
+ * returns -ENOENT for an unknown context, -EINVAL for a NULL array or non-UTF-8 text,
+ * -E2BIG for an array with no terminator, else -ENOTSUP.
  *
  * # Safety
  * `root_layers` is NULL or a NULL-terminated array of NUL-terminated strings.
@@ -381,12 +387,11 @@ int32_t krun_add_virtiofs4(uint32_t ctx_id, const char *c_tag, const char *c_pat
 int32_t krun_set_overlayfs_root(uint32_t ctx_id, const char *const *root_layers);
 
 /**
- * Shows a file at `path` in the share tagged `fs_tag`, with contents `data[0..data_len]`
- * (copied now) and permission bits `mode`; `one_shot` true removes it after the guest
- * first reads it. Its parent must be the share's top or an overlay directory added before.
- * Returns 0, -ENOENT for an unknown context, tag or parent, -ENOTDIR if the parent is an
- * overlay file, -EEXIST for a path already added, -EINVAL for NULL strings, non-UTF-8, an
- * empty or `..` path, or NULL `data` with a non-zero length.
+ * Would show a file at `path` in the share tagged `fs_tag`, with contents
+ * `data[0..data_len]` and permission bits `mode` (`one_shot`: removed after the guest first
+ * reads it). Not supported by this build yet: returns -ENOENT for an unknown context,
+ * -EINVAL for NULL strings, non-UTF-8 text or NULL `data` with a non-zero length, else
+ * -ENOTSUP.
  *
  * # Safety
  * The strings are NULL or NUL-terminated; `data` is NULL or points to `data_len` bytes.
@@ -394,8 +399,9 @@ int32_t krun_set_overlayfs_root(uint32_t ctx_id, const char *const *root_layers)
 int32_t krun_fs_add_overlay_file(uint32_t ctx_id, const char *fs_tag, const char *path, const uint8_t *data, size_t data_len, uint32_t mode, bool one_shot);
 
 /**
- * Shows an empty directory at `path` in the share tagged `fs_tag` with permission bits
- * `mode`. Same rules and errors as `krun_fs_add_overlay_file`.
+ * Would show an empty directory at `path` in the share tagged `fs_tag` with permission
+ * bits `mode`. Not supported by this build yet: returns -ENOENT for an unknown context,
+ * -EINVAL for NULL or non-UTF-8 strings, else -ENOTSUP.
  *
  * # Safety
  * The strings are NULL or NUL-terminated.
@@ -420,13 +426,12 @@ int32_t krun_set_log_level(uint32_t level);
 int32_t krun_init_log(int32_t target_fd, uint32_t level, uint32_t style, uint32_t options);
 
 /**
- * Adds a virtio-net interface whose frames travel over a unix stream socket (passt or
- * socket_vmnet style): give either the socket path `c_path` (fd -1) or a connected socket
- * `fd` (`c_path` NULL). `c_mac` is the 6-byte MAC, `features` a mask of `NET_FEATURE_*`,
- * `flags` 0 or `NET_FLAG_DHCP_CLIENT`. Interfaces are eth0, eth1, ... in call order.
- * Returns 0, -ENOENT for an unknown context, -EINVAL for both or neither of path and fd, a
- * NULL or group MAC, unknown feature or flag bits, non-UTF-8 path, -EBUSY if
- * `krun_set_passt_fd`/`krun_set_gvproxy_path` configured the legacy interface.
+ * Would add a virtio-net interface whose frames travel over a unix stream socket (passt or
+ * socket_vmnet style): the socket path `c_path` (fd -1) or a connected socket `fd`
+ * (`c_path` NULL), the 6-byte MAC `c_mac`, `NET_FEATURE_*` `features`, `NET_FLAG_*`
+ * `flags`. Not supported by this build yet: returns -ENOENT for an unknown context,
+ * -EINVAL for a NULL MAC, a non-UTF-8 path, or both or neither of path and fd, else
+ * -ENOTSUP.
  *
  * # Safety
  * `c_path` is NULL or NUL-terminated; `c_mac` is NULL or points to 6 bytes.
@@ -434,8 +439,8 @@ int32_t krun_init_log(int32_t target_fd, uint32_t level, uint32_t style, uint32_
 int32_t krun_add_net_unixstream(uint32_t ctx_id, const char *c_path, int fd, uint8_t *c_mac, uint32_t features, uint32_t flags);
 
 /**
- * As `krun_add_net_unixstream` over a unix datagram socket (gvproxy, vmnet-helper);
- * `flags` may also hold `NET_FLAG_VFKIT` (only with a path) to send vfkit's handshake.
+ * As `krun_add_net_unixstream` over a unix datagram socket (gvproxy, vmnet-helper). Not
+ * supported yet: -ENOTSUP after the same argument checks.
  *
  * # Safety
  * `c_path` is NULL or NUL-terminated; `c_mac` is NULL or points to 6 bytes.
@@ -443,9 +448,9 @@ int32_t krun_add_net_unixstream(uint32_t ctx_id, const char *c_path, int fd, uin
 int32_t krun_add_net_unixgram(uint32_t ctx_id, const char *c_path, int fd, uint8_t *c_mac, uint32_t features, uint32_t flags);
 
 /**
- * Adds a virtio-net interface backed by the host tap device `c_tap_name`. Guest offloads
- * (GUEST_TSO4/TSO6/UFO) require NET_FEATURE_GUEST_CSUM. Same returns as
- * `krun_add_net_unixstream`, with -EINVAL for a NULL or empty tap name.
+ * Would add a virtio-net interface backed by the host tap device `c_tap_name`. Not
+ * supported yet: returns -ENOENT for an unknown context, -EINVAL for a NULL or non-UTF-8
+ * name or a NULL MAC, else -ENOTSUP.
  *
  * # Safety
  * `c_tap_name` is NULL or NUL-terminated; `c_mac` is NULL or points to 6 bytes.
@@ -453,16 +458,16 @@ int32_t krun_add_net_unixgram(uint32_t ctx_id, const char *c_path, int fd, uint8
 int32_t krun_add_net_tap(uint32_t ctx_id, char *c_tap_name, uint8_t *c_mac, uint32_t features, uint32_t flags);
 
 /**
- * Legacy single interface: a connected passt socket `fd` (replaces the implicit TSI
- * network). Returns 0, -ENOENT for an unknown context, -EINVAL for a negative fd, -EBUSY if
- * `krun_add_net_*` interfaces exist.
+ * Legacy single interface: would use the connected passt socket `fd` instead of the
+ * implicit TSI network. Not supported yet: returns -ENOENT for an unknown context, -EINVAL
+ * for a negative fd, else -ENOTSUP (TSI stays on).
  */
 int32_t krun_set_passt_fd(uint32_t ctx_id, int fd);
 
 /**
- * Legacy single interface: gvproxy's unix datagram socket at `c_path`. Returns 0, -ENOENT
- * for an unknown context, -EINVAL for a NULL, empty or non-UTF-8 path, -EBUSY if
- * `krun_add_net_*` interfaces exist.
+ * Legacy single interface: would use gvproxy's unix datagram socket at `c_path`. Not
+ * supported yet: returns -ENOENT for an unknown context, -EINVAL for a NULL or non-UTF-8
+ * path, else -ENOTSUP (TSI stays on).
  *
  * # Safety
  * `c_path` is NULL or NUL-terminated.
@@ -470,9 +475,9 @@ int32_t krun_set_passt_fd(uint32_t ctx_id, int fd);
 int32_t krun_set_gvproxy_path(uint32_t ctx_id, char *c_path);
 
 /**
- * Sets the MAC of the legacy interface (`krun_set_passt_fd`/`krun_set_gvproxy_path`),
- * before or after it is configured. Returns 0, -ENOENT for an unknown context, -EINVAL for
- * a NULL, all-zero or group (multicast) MAC.
+ * Would set the MAC of the legacy interface (`krun_set_passt_fd`/`krun_set_gvproxy_path`).
+ * Not supported yet: returns -ENOENT for an unknown context, -EINVAL for a NULL MAC, else
+ * -ENOTSUP.
  *
  * # Safety
  * `c_mac` is NULL or points to 6 bytes.
@@ -509,20 +514,21 @@ int32_t krun_check_nested_virt(void);
 int32_t krun_get_default_init(const uint8_t **data_out, size_t *len_out);
 
 /**
- * Not supported: this build has no virtio-gpu. Returns -ENOENT for an unknown context,
- * else -ENOTSUP.
+ * Ignored: this build has no virtio-gpu; like upstream's builds without GPU support it
+ * returns 0 (with one warning line), so the guest simply has no GPU. Returns -ENOENT for an
+ * unknown context.
  */
 int32_t krun_set_gpu_options(uint32_t ctx_id, uint32_t virgl_flags);
 
 /**
- * Not supported: this build has no virtio-gpu. Returns -ENOENT for an unknown context,
- * else -ENOTSUP.
+ * Ignored as `krun_set_gpu_options` (returns 0 with one warning line). Returns -ENOENT for
+ * an unknown context.
  */
 int32_t krun_set_gpu_options2(uint32_t ctx_id, uint32_t virgl_flags, uint64_t shm_size);
 
 /**
- * Not supported: this build has no virtio-gpu render server. Returns -ENOENT for an unknown
- * context, -EINVAL for a negative fd, else -ENOTSUP.
+ * Ignored as `krun_set_gpu_options` (returns 0 with one warning line; the fd is neither
+ * used nor closed). Returns -ENOENT for an unknown context, -EINVAL for a negative fd.
  */
 int32_t krun_set_gpu_render_server_fd(uint32_t ctx_id, int32_t render_server_fd);
 
@@ -595,8 +601,9 @@ int krun_add_input_device_fd(uint32_t ctx_id, int input_fd);
 int32_t krun_add_vhost_user_device(uint32_t ctx_id, uint32_t device_type, const char *socket_path, const char *name, uint16_t num_queues, const uint16_t *queue_sizes);
 
 /**
- * Sound: disabling it (`enable` false) succeeds, as there is no sound device; enabling it
- * returns -ENOTSUP. Returns -ENOENT for an unknown context.
+ * Sound: this build has no virtio-snd. Like upstream's builds without sound support it
+ * returns 0; `enable` true is ignored with one warning line (the guest has no sound
+ * card). Returns -ENOENT for an unknown context.
  */
 int32_t krun_set_snd_device(uint32_t ctx_id, bool enable);
 
@@ -644,17 +651,17 @@ int32_t krun_create_ctx(void);
 int32_t krun_free_ctx(uint32_t ctx_id);
 
 /**
- * Sets the number of vCPUs (1 up to `krun_get_max_vcpus()`) and the guest RAM in MiB
- * (more than 0). Returns 0, -ENOENT for an unknown context, -EINVAL for an out-of-range
- * value.
+ * Sets the number of vCPUs (1 up to `krun_get_max_vcpus()`, at most 254) and the guest RAM
+ * in MiB (enough to hold libkrunfw's kernel). Returns 0, -ENOENT for an unknown context,
+ * -EINVAL for an out-of-range value.
  */
 int32_t krun_set_vm_config(uint32_t ctx_id, uint8_t num_vcpus, uint32_t ram_mib);
 
 /**
- * Boots `kernel_path` (a `KRUN_KERNEL_FORMAT_*` image) instead of libkrunfw's kernel, with
- * an optional `initramfs` path and kernel command line `cmdline` (either may be NULL).
- * Returns 0, -ENOENT for an unknown context, -EINVAL for a NULL or non-UTF-8 path or an
- * unknown format, or the errno of looking up a missing or unreadable file.
+ * Would boot `kernel_path` (a `KRUN_KERNEL_FORMAT_*` image) instead of libkrunfw's kernel,
+ * with an optional `initramfs` and kernel command line `cmdline`. Not supported by this
+ * build yet (only libkrunfw's kernel boots): returns -ENOENT for an unknown context,
+ * -EINVAL for a NULL or non-UTF-8 string or an unknown format, else -ENOTSUP.
  *
  * # Safety
  * Each string is NULL or NUL-terminated.
@@ -668,15 +675,17 @@ int32_t krun_set_kernel(uint32_t ctx_id, const char *kernel_path, uint32_t kerne
 int32_t krun_set_nested_virt(uint32_t ctx_id, bool enabled);
 
 /**
- * Uses a split IRQ chip (local APICs in KVM, IOAPIC and PIC in the VMM) when `enable` is
- * true. Returns 0 or -ENOENT for an unknown context.
+ * Asks for a split IRQ chip (local APICs in KVM, IOAPIC and PIC in the VMM). This build
+ * keeps the whole irqchip in KVM, which guests work with: `enable` true is ignored with a
+ * warning. Returns 0 or -ENOENT for an unknown context.
  */
 int32_t krun_split_irqchip(uint32_t ctx_id, bool enable);
 
 /**
- * Sets the SMBIOS OEM strings (type 11) the guest sees, from a NULL-terminated array; an
- * empty array clears them. Returns 0, -ENOENT for an unknown context, -EINVAL if the array
- * is NULL or holds non-UTF-8 text, -E2BIG if it has no NULL terminator.
+ * Takes SMBIOS OEM strings (type 11) from a NULL-terminated array. This build writes no
+ * SMBIOS tables (upstream ignores them on x86_64 too): non-empty strings are ignored with a
+ * warning. Returns 0, -ENOENT for an unknown context, -EINVAL if the array is NULL or holds
+ * non-UTF-8 text, -E2BIG if it has no NULL terminator.
  *
  * # Safety
  * `oem_strings` is NULL or a NULL-terminated array of NUL-terminated strings.
@@ -701,7 +710,8 @@ int32_t krun_get_shutdown_eventfd(uint32_t ctx_id);
  * this call does not return. It returns a negative errno only if the VM could not be
  * started: -ENOENT for an unknown context, or the errno of the step that failed (logged
  * with its cause). Without a root filesystem the guest kernel panics and the process exits
- * with status 1.
+ * with status 1. The cause of a failure is logged as one error line, on stderr even when
+ * logging was never configured.
  */
 int32_t krun_start_enter(uint32_t ctx_id);
 
@@ -755,8 +765,10 @@ int32_t krun_add_vsock(uint32_t ctx_id, uint32_t tsi_features);
 /**
  * Limits which destinations guest sockets may reach through TSI (microsandbox's
  * extension): `c_ip` an address or NULL, `c_subnet` an `ADDR/PREFIX` network or NULL,
- * `scope` 0 to 3 (none, group, public, any). Returns 0, -ENOENT for an unknown context,
- * -EINVAL for non-UTF-8 text, a malformed address or subnet, or a scope above 3.
+ * `scope` 0 to 3 (none, group, public, any). The IP does not change what is allowed here
+ * (only the subnet and scope do): a non-NULL `c_ip` is checked, then ignored with a
+ * warning. Returns 0, -ENOENT for an unknown context, -EINVAL for non-UTF-8 text, a
+ * malformed address or subnet, or a scope above 3.
  *
  * # Safety
  * `c_ip` and `c_subnet` are NULL or NUL-terminated.

@@ -48,6 +48,10 @@
  *                                process serves: each line read comes back with PING -> PONG
  *   --port-tty=NAME:FD           krun_add_console_port_tty(NAME, FD)
  *   --serial=IN:OUT              krun_add_serial_console_default with those fd numbers
+ *   --try-net=KIND:ARG   call a network setter (passt:FD krun_set_passt_fd, gvproxy:PATH
+ *                        krun_set_gvproxy_path, unixstream:PATH krun_add_net_unixstream,
+ *                        tap:NAME krun_add_net_tap), print "CALL: RET (text)" on stdout and
+ *                        go on whatever it returned (issue 10: the VM must keep TSI)
  *   -- COMMAND ARGS...   krun_set_exec(COMMAND, ARGS, envp). Without a command (or with
  *                        --no-exec) krun_set_exec is not called: the workload then comes
  *                        from the root's /.krun_config.json (crun style).
@@ -104,6 +108,7 @@ struct options {
     const char *pid_file;
     char *consoles[MAX_LIST]; /* console options, "K:VALUE" with K the option's letter */
     int console_count;
+    const char *try_net; /* --try-net=KIND:ARG; NULL if not given */
     char *const *exec_argv; /* NULL-terminated, [0] is the command; NULL if none */
 };
 
@@ -116,7 +121,7 @@ static void usage(void)
             "              [--uid=N] [--gid=N] [--env=NAME=VALUE]... [--inherit-env|--empty-env]\n"
             "              [--disable-implicit-vsock] [--add-vsock=FEATURES]\n"
             "              [--port-map=HOST:GUEST]... [--empty-port-map]\n"
-            "              [--vsock-port=PORT:PATH[:listen]]... [--pid-file=FILE]\n"
+            "              [--vsock-port=PORT:PATH[:listen]]... [--pid-file=FILE] [--try-net=KIND:ARG]\n"
             "              [--no-exec] [-- COMMAND [ARGS...]]\n");
     exit(2);
 }
@@ -128,6 +133,37 @@ static void check(int ret, const char *call)
         fprintf(stderr, "vmtest: %s: %d (%s)\n", call, ret, strerror(-ret));
         exit(2);
     }
+}
+
+/* --try-net: one network setter, its result on stdout; the configuration goes on. */
+static void try_net(uint32_t id, const char *spec)
+{
+    static uint8_t mac[6] = {0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xee};
+    const char *arg = strchr(spec, ':');
+    const char *call = NULL;
+    int ret = 0;
+    if (arg == NULL) {
+        fprintf(stderr, "vmtest: --try-net: KIND:ARG\n");
+        exit(2);
+    }
+    arg++;
+    if (strncmp(spec, "passt:", 6) == 0) {
+        call = "krun_set_passt_fd";
+        ret = krun_set_passt_fd(id, atoi(arg));
+    } else if (strncmp(spec, "gvproxy:", 8) == 0) {
+        call = "krun_set_gvproxy_path";
+        ret = krun_set_gvproxy_path(id, (char *)arg);
+    } else if (strncmp(spec, "unixstream:", 11) == 0) {
+        call = "krun_add_net_unixstream";
+        ret = krun_add_net_unixstream(id, arg, -1, mac, COMPAT_NET_FEATURES, 0);
+    } else if (strncmp(spec, "tap:", 4) == 0) {
+        call = "krun_add_net_tap";
+        ret = krun_add_net_tap(id, (char *)arg, mac, 0, 0);
+    } else {
+        fprintf(stderr, "vmtest: --try-net: unknown kind in '%s'\n", spec);
+        exit(2);
+    }
+    printf("%s: %d (%s)\n", call, ret, ret < 0 ? strerror(-ret) : "no error");
 }
 
 static long parse_number(const char *text, const char *what)
@@ -174,6 +210,7 @@ static void parse(int argc, char **argv, struct options *o)
         {"port-echo", required_argument, NULL, 1005},
         {"port-tty", required_argument, NULL, 1006},
         {"serial", required_argument, NULL, 1007},
+        {"try-net", required_argument, NULL, 'T'},
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof(*o));
@@ -264,6 +301,7 @@ static void parse(int argc, char **argv, struct options *o)
             o->consoles[o->console_count++] = spec;
             break;
         }
+        case 'T': o->try_net = optarg; break;
         default: usage();
         }
     }
@@ -458,6 +496,8 @@ static uint32_t configure(struct options *o)
               "krun_add_vsock_port2");
     }
     configure_consoles(o, id);
+    if (o->try_net)
+        try_net(id, o->try_net);
     if (o->workdir)
         check(krun_set_workdir(id, o->workdir), "krun_set_workdir");
     if (o->rlimit_count > 0)

@@ -4,7 +4,7 @@
 use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use vmm::config::ConfigError;
+use vmm::config::{ConfigError, Shown};
 
 /// Longest NULL-terminated array we read before deciding the terminator is missing
 /// (upstream reads at most 4096 entries).
@@ -84,18 +84,56 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
 /// error line naming the function, and turns a panic into -EINVAL (a panic unwinding into C
 /// would abort the caller's process, crun included).
 pub fn guard(func: &'static str, body: impl FnOnce() -> Result<i32, ApiError>) -> i32 {
+    run_guarded(func, body, false)
+}
+
+/// As [`guard`], but when the caller configured no logging (no `krun_set_log_level` or
+/// `krun_init_log`, no `log` logger of its own) the error line still goes to stderr, as
+/// upstream prints its start errors: for `krun_start_enter`.
+pub fn guard_loud(func: &'static str, body: impl FnOnce() -> Result<i32, ApiError>) -> i32 {
+    run_guarded(func, body, true)
+}
+
+fn run_guarded(
+    func: &'static str,
+    body: impl FnOnce() -> Result<i32, ApiError>,
+    loud: bool,
+) -> i32 {
     log::debug!(target: "krun::api", "{func}");
-    match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(Ok(ret)) => ret,
-        Ok(Err(err)) => {
-            log::error!("{func}: {}", error_chain(&err));
-            -err.errno()
-        }
-        Err(_) => {
-            log::error!("{func}: internal error (panic caught at the C boundary)");
-            -libc::EINVAL
-        }
+    let (line, errno) = match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(ret)) => return ret,
+        Ok(Err(err)) => (format!("{func}: {}", error_chain(&err)), err.errno()),
+        Err(_) => (
+            format!("{func}: internal error (panic caught at the C boundary)"),
+            libc::EINVAL,
+        ),
+    };
+    if loud && !crate::api::log::configured() {
+        eprintln!("libkrun: {line}");
+    } else {
+        log::error!("{line}");
     }
+    -errno
+}
+
+/// The one warning line of a setting this build accepts and ignores (what upstream's own
+/// builds without the feature do; clients set these unconditionally and abort on errors).
+pub fn ignored(func: &'static str, what: &str, why: &str) {
+    log::warn!("{func}: ignored: {what} ({why})");
+}
+
+/// Requires `path` to be an existing directory: -ENOENT (or the lookup's errno) if it
+/// cannot be found, -ENOTDIR if it is something else.
+pub fn existing_dir(path: &str, what: &'static str) -> Result<(), ApiError> {
+    let io = |source: std::io::Error| ApiError::Io {
+        what: format!("{what} {}", Shown(path)),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_dir() {
+        return Err(io(std::io::Error::from_raw_os_error(libc::ENOTDIR)));
+    }
+    Ok(())
 }
 
 /// Reads a required C string.

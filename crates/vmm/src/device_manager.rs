@@ -36,7 +36,7 @@ pub enum DeviceError {
         #[source]
         source: kvm_ioctls::Error,
     },
-    #[error("cannot create the virtio-fs device {tag:?} for {path}")]
+    #[error("cannot create the virtio-fs device {tag:?} for {}", config::Shown(&.path.to_string_lossy()))]
     Fs {
         tag: String,
         path: std::path::PathBuf,

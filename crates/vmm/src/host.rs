@@ -18,11 +18,21 @@ impl HostError {
     }
 }
 
-/// The most vCPUs one VM may have on this host (`KVM_CAP_MAX_VCPUS`, which KVM itself
-/// falls back to `KVM_CAP_NR_VCPUS` or 4 when the capability is missing).
+/// The most vCPUs this VMM builds, whatever KVM allows: the MP table gives each vCPU an APIC
+/// id below 255 (the broadcast id).
+pub const VMM_MAX_VCPUS: u32 = 254;
+
+/// The most vCPUs one VM may have on this host: KVM's `KVM_CAP_MAX_VCPUS` (which KVM itself
+/// falls back to `KVM_CAP_NR_VCPUS` or 4 when the capability is missing), capped at
+/// [`VMM_MAX_VCPUS`]. `krun_set_vm_config`, `krun_get_max_vcpus` and `Vm::new` all use this.
 pub fn max_vcpus() -> Result<u32, HostError> {
     let kvm = kvm_ioctls::Kvm::new().map_err(HostError::Kvm)?;
-    Ok(kvm.get_max_vcpus() as u32)
+    Ok(vcpu_limit(&kvm))
+}
+
+/// [`max_vcpus`] for an open `/dev/kvm`.
+pub fn vcpu_limit(kvm: &kvm_ioctls::Kvm) -> u32 {
+    (kvm.get_max_vcpus() as u32).min(VMM_MAX_VCPUS)
 }
 
 /// sysfs files where the Intel and AMD KVM modules report nested virtualization.

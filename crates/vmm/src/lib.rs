@@ -16,6 +16,7 @@ mod pio;
 pub mod process;
 mod serial;
 pub mod terminal;
+mod settings;
 mod vcpu;
 pub mod vm;
 pub mod vsock_plan;

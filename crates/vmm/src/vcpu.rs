@@ -37,8 +37,8 @@ pub enum VcpuError {
     Run(#[source] kvm_ioctls::Error),
     #[error("KVM could not enter the guest (hardware entry failure reason {0:#x})")]
     FailEntry(u64),
-    #[error("KVM internal error")]
-    InternalError,
+    #[error("{0}")]
+    InternalError(InternalError),
     #[error("unexpected vCPU exit {0}")]
     UnexpectedExit(String),
     #[error("the vCPU thread panicked")]
@@ -57,6 +57,61 @@ impl VcpuError {
             | VcpuError::Run(e) => e.errno(),
             _ => libc::EIO,
         }
+    }
+}
+
+/// What KVM reports with `KVM_EXIT_INTERNAL_ERROR` (exit reason 17), and where the guest was.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct InternalError {
+    /// `KVM_INTERNAL_ERROR_*`.
+    pub suberror: u32,
+    /// The `data` words KVM filled in (for suberror 3, delivery of an event, they include
+    /// the hardware exit reason).
+    pub data: Vec<u64>,
+    /// The guest's RIP, if the registers could be read.
+    pub rip: Option<u64>,
+}
+
+/// `KVM_EXIT_INTERNAL_ERROR`.
+const KVM_EXIT_INTERNAL_ERROR: u32 = 17;
+
+impl std::fmt::Display for InternalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self.suberror {
+            1 => "emulation failure",
+            2 => "simultaneous exceptions",
+            3 => "delivery of an event",
+            4 => "unexpected exit reason",
+            _ => "unknown suberror",
+        };
+        write!(
+            f,
+            "KVM internal error: exit reason {KVM_EXIT_INTERNAL_ERROR}, suberror {} ({name}), data [",
+            self.suberror
+        )?;
+        for (i, word) in self.data.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{word:#x}")?;
+        }
+        write!(f, "], guest RIP ")?;
+        match self.rip {
+            Some(rip) => write!(f, "{rip:#x}"),
+            None => write!(f, "unknown"),
+        }
+    }
+}
+
+/// Reads the details of a `KVM_EXIT_INTERNAL_ERROR` that `fd` just returned.
+fn internal_error(fd: &mut VcpuFd) -> InternalError {
+    let run = fd.get_kvm_run();
+    // SAFETY: after KVM_RUN returned KVM_EXIT_INTERNAL_ERROR, `internal` is the union member
+    // KVM filled in; it is plain integers, valid for any bit pattern.
+    let info = unsafe { run.__bindgen_anon_1.internal };
+    let n = (info.ndata as usize).min(info.data.len());
+    InternalError {
+        suberror: info.suberror,
+        data: info.data[..n].to_vec(),
+        rip: fd.get_regs().ok().map(|r| r.rip),
     }
 }
 
@@ -180,8 +235,12 @@ fn run_loop(fd: &mut VcpuFd, id: u8, shared: &Shared) -> VcpuEnd {
                 );
             });
         }
-        if let Some(end) = handle_exit(fd.run(), id, shared) {
-            return end;
+        match handle_exit(fd.run(), id, shared) {
+            Some(VcpuEnd::Failed(VcpuError::InternalError(_))) => {
+                return VcpuEnd::Failed(VcpuError::InternalError(internal_error(fd)))
+            }
+            Some(end) => return end,
+            None => {}
         }
     }
 }
@@ -229,7 +288,12 @@ fn handle_exit(
         VcpuExit::FailEntry(reason, _) => {
             return Some(VcpuEnd::Failed(VcpuError::FailEntry(reason)))
         }
-        VcpuExit::InternalError => return Some(VcpuEnd::Failed(VcpuError::InternalError)),
+        // run_loop fills in the details, which need the vCPU fd this exit borrows.
+        VcpuExit::InternalError => {
+            return Some(VcpuEnd::Failed(VcpuError::InternalError(
+                InternalError::default(),
+            )))
+        }
         VcpuExit::Intr => {}
         other => {
             return Some(VcpuEnd::Failed(VcpuError::UnexpectedExit(format!(
@@ -238,4 +302,24 @@ fn handle_exit(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod internal_error_tests {
+    use super::*;
+
+    #[test]
+    fn internal_error_display_names_suberror_reason_and_rip() {
+        let e = VcpuError::InternalError(InternalError {
+            suberror: 1,
+            data: vec![0x10, 0x20],
+            rip: Some(0xffff_ffff_8100_0000),
+        });
+        let text = e.to_string();
+        assert!(text.contains("exit reason 17"), "{text}");
+        assert!(text.contains("suberror 1 (emulation failure)"), "{text}");
+        assert!(text.contains("0x10") && text.contains("0x20"), "{text}");
+        assert!(text.ends_with("guest RIP 0xffffffff81000000"), "{text}");
+        assert!(!text.contains('\n'), "one log line: {text}");
+    }
 }

@@ -46,8 +46,8 @@ pub const NO_EXIT_CODE_STATUS: i32 = 1;
 pub enum VmError {
     #[error("a VM needs 1 to {max} vCPUs, got {got}")]
     VcpuCount { got: u8, max: usize },
-    #[error("booting a kernel from a file (krun_set_kernel) is not supported yet")]
-    KernelFileNotSupported,
+    #[error("{0} is not supported by this VMM yet")]
+    Unsupported(&'static str),
     #[error("cannot load the guest kernel")]
     Krunfw(#[source] KrunfwError),
     #[error("cannot open /dev/kvm")]
@@ -115,7 +115,7 @@ impl VmError {
     pub fn errno(&self) -> i32 {
         match self {
             VmError::VcpuCount { .. } => libc::EINVAL,
-            VmError::KernelFileNotSupported => libc::ENOTSUP,
+            VmError::Unsupported(_) => libc::ENOTSUP,
             VmError::Krunfw(KrunfwError::Open(_)) => libc::ENOENT,
             VmError::Krunfw(_) => libc::EINVAL,
             VmError::KvmOpen(e)
@@ -208,7 +208,7 @@ fn plan_workload(
 
 fn create_kvm_vm(vcpus: u8) -> Result<(Kvm, VmFd), VmError> {
     let kvm = Kvm::new().map_err(VmError::KvmOpen)?;
-    let max = kvm.get_max_vcpus().min(254);
+    let max = crate::host::vcpu_limit(&kvm) as usize;
     if vcpus == 0 || usize::from(vcpus) > max {
         return Err(VmError::VcpuCount { got: vcpus, max });
     }
@@ -257,9 +257,7 @@ impl Vm {
     pub fn new(config: VmConfig) -> Result<Vm, VmError> {
         let started = Instant::now();
         process::raise_nofile_limit();
-        if config.kernel.is_some() {
-            return Err(VmError::KernelFileNotSupported);
-        }
+        crate::settings::account(&config)?;
         let krunfw = match &config.krunfw {
             Some(k) => k.clone(),
             None => Arc::new(Krunfw::open().map_err(VmError::Krunfw)?),

@@ -92,7 +92,7 @@ fn scope(s: &config::TsiScope) -> Result<TsiScope, VsockPlanError> {
         None => None,
     };
     if let Some(ip) = &s.ip {
-        log::debug!("TSI scope: guest address {ip} noted; it does not change the scope");
+        log::debug!("TSI scope: guest address {ip} ignored; it does not change the scope");
     }
     Ok(TsiScope {
         scope: s.scope,

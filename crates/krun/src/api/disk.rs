@@ -1,12 +1,16 @@
-//! virtio-blk disks and booting from a disk.
+//! virtio-blk disks and booting from a disk: not built yet, so every call checks its
+//! arguments and then fails with -ENOTSUP (a guest without the disk it asked for cannot
+//! work). `krun_has_feature(KRUN_FEATURE_BLK)` is false.
 
 use std::ffi::c_char;
-use std::path::PathBuf;
 
-use vmm::config::{Disk, DiskFormat, RootDiskRemount, SyncMode};
+use vmm::config::{DiskFormat, SyncMode};
 
 use crate::ctx;
 use crate::ffi::{self, guard, ApiError};
+
+/// What the refusal's log line names.
+const NO_BLK: &str = "virtio-blk (disks)";
 
 /// The common body of `krun_add_disk*`.
 ///
@@ -23,23 +27,18 @@ unsafe fn add(
 ) -> Result<i32, ApiError> {
     ctx::check(ctx_id)?;
     // SAFETY: NULL or NUL-terminated per the caller's contract.
-    let id = unsafe { ffi::c_str(block_id, "block_id") }?.to_string();
+    unsafe { ffi::c_str(block_id, "block_id") }?;
     // SAFETY: as above.
-    let path = unsafe { ffi::c_str(disk_path, "disk_path") }?;
-    let disk = Disk {
-        id,
-        path: PathBuf::from(path),
-        format: DiskFormat::from_raw(format)?,
-        read_only,
-        direct_io,
-        sync: SyncMode::from_raw(sync)?,
-    };
-    ctx::with(ctx_id, |c| c.add_disk(disk)).map(|()| 0)
+    unsafe { ffi::c_str(disk_path, "disk_path") }?;
+    DiskFormat::from_raw(format)?;
+    SyncMode::from_raw(sync)?;
+    let _ = (read_only, direct_io);
+    Err(ApiError::Unsupported(NO_BLK))
 }
 
-/// Adds a raw disk image `disk_path` as a virtio-blk device identified by `block_id`
-/// (read-only if `read_only`). Returns 0, -ENOENT for an unknown context, -EINVAL for NULL,
-/// empty or non-UTF-8 strings, -EEXIST for a `block_id` already in use.
+/// Would add a raw disk image `disk_path` as a virtio-blk device identified by `block_id`
+/// (read-only if `read_only`). Not supported by this build yet: returns -ENOENT for an
+/// unknown context, -EINVAL for NULL or non-UTF-8 strings, else -ENOTSUP.
 ///
 /// # Safety
 /// `block_id` and `disk_path` are NULL or NUL-terminated.
@@ -57,7 +56,7 @@ pub unsafe extern "C" fn krun_add_disk(
 }
 
 /// As `krun_add_disk` with an image format, `KRUN_DISK_FORMAT_*`; an unknown format
-/// returns -EINVAL.
+/// returns -EINVAL. Not supported yet: -ENOTSUP.
 ///
 /// # Safety
 /// `block_id` and `disk_path` are NULL or NUL-terminated.
@@ -86,7 +85,8 @@ pub unsafe extern "C" fn krun_add_disk2(
 }
 
 /// As `krun_add_disk2`, plus `direct_io` (bypass the host page cache) and how flushes are
-/// honoured, `sync_mode` (`KRUN_SYNC_*`); an unknown mode returns -EINVAL.
+/// honoured, `sync_mode` (`KRUN_SYNC_*`); an unknown mode returns -EINVAL. Not supported
+/// yet: -ENOTSUP.
 ///
 /// # Safety
 /// `block_id` and `disk_path` are NULL or NUL-terminated.
@@ -116,9 +116,9 @@ pub unsafe extern "C" fn krun_add_disk3(
     })
 }
 
-/// Boots from the raw disk image `disk_path` (block id `root`) instead of a root directory.
-/// Returns 0, -ENOENT for an unknown context, -EINVAL for a NULL, empty or non-UTF-8 path,
-/// -EBUSY if a root directory or overlay root is set, -EEXIST if a root disk is set.
+/// Would boot from the raw disk image `disk_path` (block id `root`) instead of a root
+/// directory. Not supported yet: returns -ENOENT for an unknown context, -EINVAL for a
+/// NULL or non-UTF-8 path, else -ENOTSUP.
 ///
 /// # Safety
 /// `disk_path` is NULL or NUL-terminated.
@@ -127,13 +127,14 @@ pub unsafe extern "C" fn krun_set_root_disk(ctx_id: u32, disk_path: *const c_cha
     guard("krun_set_root_disk", || {
         ctx::check(ctx_id)?;
         // SAFETY: NULL or NUL-terminated per this function's contract.
-        let path = unsafe { ffi::c_str(disk_path, "disk_path") }?;
-        ctx::with(ctx_id, |c| c.set_root_disk(PathBuf::from(path))).map(|()| 0)
+        unsafe { ffi::c_str(disk_path, "disk_path") }?;
+        Err(ApiError::Unsupported(NO_BLK))
     })
 }
 
-/// Adds the raw disk image `disk_path` with block id `data`. Returns 0, -ENOENT for an
-/// unknown context, -EINVAL for a NULL, empty or non-UTF-8 path, -EEXIST if already set.
+/// Would add the raw disk image `disk_path` with block id `data`. Not supported yet:
+/// returns -ENOENT for an unknown context, -EINVAL for a NULL or non-UTF-8 path, else
+/// -ENOTSUP.
 ///
 /// # Safety
 /// `disk_path` is NULL or NUL-terminated.
@@ -145,11 +146,10 @@ pub unsafe extern "C" fn krun_set_data_disk(ctx_id: u32, disk_path: *const c_cha
     })
 }
 
-/// Makes init mount the guest block device `device` (e.g. `/dev/vda`) as the root and
-/// switch to it. `fstype` may be NULL or "auto" to detect it; `options` may be NULL. A disk
-/// must have been added first. Returns 0, -ENOENT for an unknown context, -EINVAL for a
-/// NULL, empty or non-UTF-8 device, non-UTF-8 fstype/options, or no disk added, -EBUSY if a
-/// root directory or overlay root is set.
+/// Would make init mount the guest block device `device` (e.g. `/dev/vda`) as the root and
+/// switch to it (`fstype` NULL or "auto" to detect it; `options` may be NULL). Not
+/// supported yet: returns -ENOENT for an unknown context, -EINVAL for a NULL or non-UTF-8
+/// device or non-UTF-8 fstype/options, else -ENOTSUP.
 ///
 /// # Safety
 /// Each string is NULL or NUL-terminated.
@@ -163,18 +163,11 @@ pub unsafe extern "C" fn krun_set_root_disk_remount(
     guard("krun_set_root_disk_remount", || {
         ctx::check(ctx_id)?;
         // SAFETY: NULL or NUL-terminated per this function's contract (all three).
-        let device = unsafe { ffi::c_str(device, "device") }?.to_string();
+        unsafe { ffi::c_str(device, "device") }?;
         // SAFETY: as above.
-        let fstype = unsafe { ffi::opt_c_str(fstype, "fstype") }?
-            .filter(|f| *f != "auto")
-            .map(str::to_string);
+        unsafe { ffi::opt_c_str(fstype, "fstype") }?;
         // SAFETY: as above.
-        let options = unsafe { ffi::opt_c_str(options, "options") }?.map(str::to_string);
-        let remount = RootDiskRemount {
-            device,
-            fstype,
-            options,
-        };
-        ctx::with(ctx_id, |c| c.set_root_disk_remount(remount)).map(|()| 0)
+        unsafe { ffi::opt_c_str(options, "options") }?;
+        Err(ApiError::Unsupported("a block-device root (virtio-blk)"))
     })
 }

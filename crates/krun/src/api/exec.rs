@@ -10,8 +10,8 @@ use crate::ffi::{self, guard};
 /// arguments `argv` (a NULL-terminated array, without the program name; NULL for none) and
 /// its environment `envp` (a NULL-terminated array of `KEY=VALUE`; NULL to pass this
 /// process's environment at start time). Returns 0, -ENOENT for an unknown context, -EINVAL
-/// for a NULL or empty `exec_path` or non-UTF-8 text, -E2BIG for an array with no NULL
-/// terminator.
+/// for a NULL or empty `exec_path`, non-UTF-8 text or an `envp` entry without `=`, -E2BIG
+/// for an array with no NULL terminator.
 ///
 /// # Safety
 /// `exec_path` is NULL or NUL-terminated; each array is NULL or NULL-terminated.
@@ -36,7 +36,8 @@ pub unsafe extern "C" fn krun_set_exec(
 
 /// Sets the workload's environment alone: `envp` is a NULL-terminated array of `KEY=VALUE`,
 /// or NULL to pass this process's environment at start time. Returns 0, -ENOENT for an
-/// unknown context, -EINVAL for non-UTF-8 text, -E2BIG for an array with no terminator.
+/// unknown context, -EINVAL for non-UTF-8 text or an entry without `=` (or with an empty
+/// KEY), -E2BIG for an array with no terminator.
 ///
 /// # Safety
 /// `envp` is NULL or a NULL-terminated array of NUL-terminated strings.
@@ -46,10 +47,7 @@ pub unsafe extern "C" fn krun_set_env(ctx_id: u32, envp: *const *const c_char) -
         ctx::check(ctx_id)?;
         // SAFETY: NULL or NULL-terminated per this function's contract.
         let env = unsafe { ffi::opt_c_str_array(envp, "envp") }?;
-        ctx::with(ctx_id, |c| {
-            c.exec.env = env;
-            Ok(0)
-        })
+        ctx::with(ctx_id, |c| c.set_env(env)).map(|()| 0)
     })
 }
 
@@ -89,27 +87,23 @@ pub unsafe extern "C" fn krun_set_rlimits(ctx_id: u32, rlimits: *const *const c_
 /// Makes the VMM process switch to user `uid` (as upstream) once it has opened /dev/kvm, the
 /// shared directories and the console, before the guest runs; files the guest creates on a
 /// share then belong to `uid` on the host. The guest workload itself still runs as root.
-/// Returns 0 or -ENOENT for an unknown context; `krun_start_enter` fails with the errno of
+/// Returns 0, -ENOENT for an unknown context, -EINVAL for `(uid_t)-1` (which setuid(2)
+/// treats as "unchanged", not as an id); `krun_start_enter` fails with the errno of
 /// setuid(2) if the switch is refused.
 #[no_mangle]
 pub extern "C" fn krun_setuid(ctx_id: u32, uid: libc::uid_t) -> i32 {
     guard("krun_setuid", || {
-        ctx::with(ctx_id, |c| {
-            c.vmm_uid = Some(uid);
-            Ok(0)
-        })
+        ctx::with(ctx_id, |c| c.set_vmm_ids(Some(uid), None)).map(|()| 0)
     })
 }
 
 /// Makes the VMM process switch to group `gid` (as upstream), at the same point as
-/// `krun_setuid` and before it. Returns 0 or -ENOENT for an unknown context;
-/// `krun_start_enter` fails with the errno of setgid(2) if the switch is refused.
+/// `krun_setuid` and before it. Returns 0, -ENOENT for an unknown context, -EINVAL for
+/// `(gid_t)-1`; `krun_start_enter` fails with the errno of setgid(2) if the switch is
+/// refused.
 #[no_mangle]
 pub extern "C" fn krun_setgid(ctx_id: u32, gid: libc::gid_t) -> i32 {
     guard("krun_setgid", || {
-        ctx::with(ctx_id, |c| {
-            c.vmm_gid = Some(gid);
-            Ok(0)
-        })
+        ctx::with(ctx_id, |c| c.set_vmm_ids(None, Some(gid))).map(|()| 0)
     })
 }

@@ -119,6 +119,12 @@ fn install(level: u32, style: WriteStyle, target: Target, use_env: bool) {
     log::set_max_level(max);
 }
 
+/// Whether anyone configured logging: `krun_set_log_level` / `krun_init_log` (even to OFF),
+/// or the host program's own `log` logger with a level.
+pub fn configured() -> bool {
+    INSTALL.is_completed() || log::max_level() != LevelFilter::Off
+}
+
 /// Flushes the active logger (before the process exits).
 pub fn flush() {
     log::logger().flush();

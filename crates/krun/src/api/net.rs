@@ -1,12 +1,17 @@
-//! virtio-net interfaces: unix-socket and tap backends, and the legacy single interface.
+//! virtio-net interfaces (unix-socket and tap backends, the legacy single interface): not
+//! built yet, so every call checks its arguments and then fails with -ENOTSUP, and the
+//! implicit TSI network stays as it was (a guest is never left without any network).
+//! `krun_has_feature(KRUN_FEATURE_NET)` is false.
 
 use std::ffi::{c_char, c_int};
-use std::path::PathBuf;
 
-use vmm::config::{Net, NetBackend};
+use vmm::config::ConfigError;
 
 use crate::ctx;
 use crate::ffi::{self, guard, ApiError};
+
+/// What the refusal's log line names.
+const NO_NET: &str = "virtio-net (passt, gvproxy, tap and unix-socket interfaces)";
 
 /// The common body of the unix-socket backends: exactly one of path and fd.
 ///
@@ -23,31 +28,22 @@ unsafe fn add_unix(
 ) -> Result<i32, ApiError> {
     ctx::check(ctx_id)?;
     // SAFETY: NULL or NUL-terminated per the caller's contract.
-    let path = unsafe { ffi::opt_c_str(c_path, "c_path") }?.map(PathBuf::from);
+    let path = unsafe { ffi::opt_c_str(c_path, "c_path") }?;
     // SAFETY: NULL or 6 readable bytes per the caller's contract.
-    let mac = unsafe { ffi::mac(c_mac, "c_mac") }?;
-    let fd = (fd >= 0).then_some(fd);
-    let backend = if stream {
-        NetBackend::UnixStream { path, fd }
-    } else {
-        NetBackend::UnixGram { path, fd }
-    };
-    let net = Net {
-        backend,
-        mac,
-        features,
-        flags,
-    };
-    ctx::with(ctx_id, |c| c.add_net(net)).map(|()| 0)
+    unsafe { ffi::mac(c_mac, "c_mac") }?;
+    if path.is_some() == (fd >= 0) {
+        return Err(ConfigError::NetEndpoint.into());
+    }
+    let _ = (features, flags, stream);
+    Err(ApiError::Unsupported(NO_NET))
 }
 
-/// Adds a virtio-net interface whose frames travel over a unix stream socket (passt or
-/// socket_vmnet style): give either the socket path `c_path` (fd -1) or a connected socket
-/// `fd` (`c_path` NULL). `c_mac` is the 6-byte MAC, `features` a mask of `NET_FEATURE_*`,
-/// `flags` 0 or `NET_FLAG_DHCP_CLIENT`. Interfaces are eth0, eth1, ... in call order.
-/// Returns 0, -ENOENT for an unknown context, -EINVAL for both or neither of path and fd, a
-/// NULL or group MAC, unknown feature or flag bits, non-UTF-8 path, -EBUSY if
-/// `krun_set_passt_fd`/`krun_set_gvproxy_path` configured the legacy interface.
+/// Would add a virtio-net interface whose frames travel over a unix stream socket (passt or
+/// socket_vmnet style): the socket path `c_path` (fd -1) or a connected socket `fd`
+/// (`c_path` NULL), the 6-byte MAC `c_mac`, `NET_FEATURE_*` `features`, `NET_FLAG_*`
+/// `flags`. Not supported by this build yet: returns -ENOENT for an unknown context,
+/// -EINVAL for a NULL MAC, a non-UTF-8 path, or both or neither of path and fd, else
+/// -ENOTSUP.
 ///
 /// # Safety
 /// `c_path` is NULL or NUL-terminated; `c_mac` is NULL or points to 6 bytes.
@@ -66,8 +62,8 @@ pub unsafe extern "C" fn krun_add_net_unixstream(
     })
 }
 
-/// As `krun_add_net_unixstream` over a unix datagram socket (gvproxy, vmnet-helper);
-/// `flags` may also hold `NET_FLAG_VFKIT` (only with a path) to send vfkit's handshake.
+/// As `krun_add_net_unixstream` over a unix datagram socket (gvproxy, vmnet-helper). Not
+/// supported yet: -ENOTSUP after the same argument checks.
 ///
 /// # Safety
 /// `c_path` is NULL or NUL-terminated; `c_mac` is NULL or points to 6 bytes.
@@ -86,9 +82,9 @@ pub unsafe extern "C" fn krun_add_net_unixgram(
     })
 }
 
-/// Adds a virtio-net interface backed by the host tap device `c_tap_name`. Guest offloads
-/// (GUEST_TSO4/TSO6/UFO) require NET_FEATURE_GUEST_CSUM. Same returns as
-/// `krun_add_net_unixstream`, with -EINVAL for a NULL or empty tap name.
+/// Would add a virtio-net interface backed by the host tap device `c_tap_name`. Not
+/// supported yet: returns -ENOENT for an unknown context, -EINVAL for a NULL or non-UTF-8
+/// name or a NULL MAC, else -ENOTSUP.
 ///
 /// # Safety
 /// `c_tap_name` is NULL or NUL-terminated; `c_mac` is NULL or points to 6 bytes.
@@ -103,34 +99,29 @@ pub unsafe extern "C" fn krun_add_net_tap(
     guard("krun_add_net_tap", || {
         ctx::check(ctx_id)?;
         // SAFETY: NULL or NUL-terminated per this function's contract.
-        let name = unsafe { ffi::c_str(c_tap_name, "c_tap_name") }?.to_string();
+        unsafe { ffi::c_str(c_tap_name, "c_tap_name") }?;
         // SAFETY: NULL or 6 readable bytes per this function's contract.
-        let mac = unsafe { ffi::mac(c_mac, "c_mac") }?;
-        let net = Net {
-            backend: NetBackend::Tap { name },
-            mac,
-            features,
-            flags,
-        };
-        ctx::with(ctx_id, |c| c.add_net(net)).map(|()| 0)
+        unsafe { ffi::mac(c_mac, "c_mac") }?;
+        let _ = (features, flags);
+        Err(ApiError::Unsupported(NO_NET))
     })
 }
 
-/// Legacy single interface: a connected passt socket `fd` (replaces the implicit TSI
-/// network). Returns 0, -ENOENT for an unknown context, -EINVAL for a negative fd, -EBUSY if
-/// `krun_add_net_*` interfaces exist.
+/// Legacy single interface: would use the connected passt socket `fd` instead of the
+/// implicit TSI network. Not supported yet: returns -ENOENT for an unknown context, -EINVAL
+/// for a negative fd, else -ENOTSUP (TSI stays on).
 #[no_mangle]
 pub extern "C" fn krun_set_passt_fd(ctx_id: u32, fd: c_int) -> i32 {
     guard("krun_set_passt_fd", || {
         ctx::check(ctx_id)?;
-        let fd = ffi::fd(fd, "fd")?;
-        ctx::with(ctx_id, |c| c.set_legacy_net(NetBackend::Passt { fd })).map(|()| 0)
+        ffi::fd(fd, "fd")?;
+        Err(ApiError::Unsupported(NO_NET))
     })
 }
 
-/// Legacy single interface: gvproxy's unix datagram socket at `c_path`. Returns 0, -ENOENT
-/// for an unknown context, -EINVAL for a NULL, empty or non-UTF-8 path, -EBUSY if
-/// `krun_add_net_*` interfaces exist.
+/// Legacy single interface: would use gvproxy's unix datagram socket at `c_path`. Not
+/// supported yet: returns -ENOENT for an unknown context, -EINVAL for a NULL or non-UTF-8
+/// path, else -ENOTSUP (TSI stays on).
 ///
 /// # Safety
 /// `c_path` is NULL or NUL-terminated.
@@ -139,14 +130,14 @@ pub unsafe extern "C" fn krun_set_gvproxy_path(ctx_id: u32, c_path: *mut c_char)
     guard("krun_set_gvproxy_path", || {
         ctx::check(ctx_id)?;
         // SAFETY: NULL or NUL-terminated per this function's contract.
-        let path = PathBuf::from(unsafe { ffi::c_str(c_path, "c_path") }?);
-        ctx::with(ctx_id, |c| c.set_legacy_net(NetBackend::Gvproxy { path })).map(|()| 0)
+        unsafe { ffi::c_str(c_path, "c_path") }?;
+        Err(ApiError::Unsupported(NO_NET))
     })
 }
 
-/// Sets the MAC of the legacy interface (`krun_set_passt_fd`/`krun_set_gvproxy_path`),
-/// before or after it is configured. Returns 0, -ENOENT for an unknown context, -EINVAL for
-/// a NULL, all-zero or group (multicast) MAC.
+/// Would set the MAC of the legacy interface (`krun_set_passt_fd`/`krun_set_gvproxy_path`).
+/// Not supported yet: returns -ENOENT for an unknown context, -EINVAL for a NULL MAC, else
+/// -ENOTSUP.
 ///
 /// # Safety
 /// `c_mac` is NULL or points to 6 bytes.
@@ -155,7 +146,7 @@ pub unsafe extern "C" fn krun_set_net_mac(ctx_id: u32, c_mac: *mut u8) -> i32 {
     guard("krun_set_net_mac", || {
         ctx::check(ctx_id)?;
         // SAFETY: NULL or 6 readable bytes per this function's contract.
-        let mac = unsafe { ffi::mac(c_mac, "c_mac") }?;
-        ctx::with(ctx_id, |c| c.set_legacy_net_mac(mac)).map(|()| 0)
+        unsafe { ffi::mac(c_mac, "c_mac") }?;
+        Err(ApiError::Unsupported(NO_NET))
     })
 }

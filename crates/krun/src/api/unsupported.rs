@@ -1,6 +1,8 @@
 //! Features this libkrun does not implement (GPU, displays, input, sound, vhost-user, TEE,
 //! EFI firmware): the symbols exist with upstream's prototypes so every client links and
-//! loads, check their arguments, and fail with -ENOTSUP.
+//! loads, and check their arguments. Those that upstream's own builds without the feature
+//! accept (the GPU options, sound) return 0 with one warning line, since clients such as
+//! muvm call them unconditionally; the rest fail with -ENOTSUP.
 
 use std::ffi::{c_char, c_int, c_void};
 
@@ -14,32 +16,44 @@ fn unsupported(ctx_id: u32, feature: &'static str) -> Result<i32, ApiError> {
     Err(ApiError::Unsupported(feature))
 }
 
-/// Not supported: this build has no virtio-gpu. Returns -ENOENT for an unknown context,
-/// else -ENOTSUP.
+/// Why the GPU settings are accepted and ignored.
+const NO_GPU: &str = "this build has no virtio-gpu, as upstream built without GPU support";
+
+/// Ignored: this build has no virtio-gpu; like upstream's builds without GPU support it
+/// returns 0 (with one warning line), so the guest simply has no GPU. Returns -ENOENT for an
+/// unknown context.
 #[no_mangle]
 pub extern "C" fn krun_set_gpu_options(ctx_id: u32, virgl_flags: u32) -> i32 {
-    let _ = virgl_flags;
-    guard("krun_set_gpu_options", || unsupported(ctx_id, "virtio-gpu"))
-}
-
-/// Not supported: this build has no virtio-gpu. Returns -ENOENT for an unknown context,
-/// else -ENOTSUP.
-#[no_mangle]
-pub extern "C" fn krun_set_gpu_options2(ctx_id: u32, virgl_flags: u32, shm_size: u64) -> i32 {
-    let _ = (virgl_flags, shm_size);
-    guard("krun_set_gpu_options2", || {
-        unsupported(ctx_id, "virtio-gpu")
+    guard("krun_set_gpu_options", || {
+        ctx::check(ctx_id)?;
+        let what = format!("GPU options (virgl flags {virgl_flags:#x})");
+        ffi::ignored("krun_set_gpu_options", &what, NO_GPU);
+        Ok(0)
     })
 }
 
-/// Not supported: this build has no virtio-gpu render server. Returns -ENOENT for an unknown
-/// context, -EINVAL for a negative fd, else -ENOTSUP.
+/// Ignored as `krun_set_gpu_options` (returns 0 with one warning line). Returns -ENOENT for
+/// an unknown context.
+#[no_mangle]
+pub extern "C" fn krun_set_gpu_options2(ctx_id: u32, virgl_flags: u32, shm_size: u64) -> i32 {
+    guard("krun_set_gpu_options2", || {
+        ctx::check(ctx_id)?;
+        let what = format!("GPU options (virgl flags {virgl_flags:#x}, shm_size {shm_size})");
+        ffi::ignored("krun_set_gpu_options2", &what, NO_GPU);
+        Ok(0)
+    })
+}
+
+/// Ignored as `krun_set_gpu_options` (returns 0 with one warning line; the fd is neither
+/// used nor closed). Returns -ENOENT for an unknown context, -EINVAL for a negative fd.
 #[no_mangle]
 pub extern "C" fn krun_set_gpu_render_server_fd(ctx_id: u32, render_server_fd: i32) -> i32 {
     guard("krun_set_gpu_render_server_fd", || {
         ctx::check(ctx_id)?;
         ffi::fd(render_server_fd, "render_server_fd")?;
-        unsupported(ctx_id, "virtio-gpu render server")
+        let what = format!("GPU render server fd {render_server_fd}");
+        ffi::ignored("krun_set_gpu_render_server_fd", &what, NO_GPU);
+        Ok(0)
     })
 }
 
@@ -190,16 +204,21 @@ pub unsafe extern "C" fn krun_add_vhost_user_device(
     })
 }
 
-/// Sound: disabling it (`enable` false) succeeds, as there is no sound device; enabling it
-/// returns -ENOTSUP. Returns -ENOENT for an unknown context.
+/// Sound: this build has no virtio-snd. Like upstream's builds without sound support it
+/// returns 0; `enable` true is ignored with one warning line (the guest has no sound
+/// card). Returns -ENOENT for an unknown context.
 #[no_mangle]
 pub extern "C" fn krun_set_snd_device(ctx_id: u32, enable: bool) -> i32 {
     guard("krun_set_snd_device", || {
+        ctx::check(ctx_id)?;
         if enable {
-            unsupported(ctx_id, "virtio-snd")
-        } else {
-            ctx::check(ctx_id).map(|()| 0)
+            ffi::ignored(
+                "krun_set_snd_device",
+                "a virtio-snd device",
+                "this build has no sound support, as upstream built without it",
+            );
         }
+        Ok(0)
     })
 }
 

@@ -1,17 +1,13 @@
 //! Context lifecycle, machine shape, kernel, and `krun_start_enter`.
 
 use std::ffi::c_char;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use vmm::config::{KernelFile, KernelFormat};
+use vmm::config::KernelFormat;
 use vmm::krunfw::Krunfw;
 
 use crate::ctx::{self, Ctx};
-use crate::ffi::{self, guard, ApiError};
-
-/// vCPU cap when KVM cannot be asked (the C argument is a uint8_t anyway).
-const FALLBACK_MAX_VCPUS: u32 = u8::MAX as u32;
+use crate::ffi::{self, guard, guard_loud, ApiError};
 
 /// Creates a configuration context and returns its id (>= 0). Ids are never reused within
 /// a process. The context starts with 1 vCPU and 512 MiB of RAM. This also loads
@@ -38,21 +34,21 @@ pub extern "C" fn krun_free_ctx(ctx_id: u32) -> i32 {
     guard("krun_free_ctx", || ctx::free(ctx_id).map(|()| 0))
 }
 
-/// Sets the number of vCPUs (1 up to `krun_get_max_vcpus()`) and the guest RAM in MiB
-/// (more than 0). Returns 0, -ENOENT for an unknown context, -EINVAL for an out-of-range
-/// value.
+/// Sets the number of vCPUs (1 up to `krun_get_max_vcpus()`, at most 254) and the guest RAM
+/// in MiB (enough to hold libkrunfw's kernel). Returns 0, -ENOENT for an unknown context,
+/// -EINVAL for an out-of-range value.
 #[no_mangle]
 pub extern "C" fn krun_set_vm_config(ctx_id: u32, num_vcpus: u8, ram_mib: u32) -> i32 {
     guard("krun_set_vm_config", || {
-        let max = vmm::host::max_vcpus().unwrap_or(FALLBACK_MAX_VCPUS);
+        let max = vmm::host::max_vcpus().unwrap_or(vmm::host::VMM_MAX_VCPUS);
         ctx::with(ctx_id, |c| c.set_vm_config(num_vcpus, ram_mib, max)).map(|()| 0)
     })
 }
 
-/// Boots `kernel_path` (a `KRUN_KERNEL_FORMAT_*` image) instead of libkrunfw's kernel, with
-/// an optional `initramfs` path and kernel command line `cmdline` (either may be NULL).
-/// Returns 0, -ENOENT for an unknown context, -EINVAL for a NULL or non-UTF-8 path or an
-/// unknown format, or the errno of looking up a missing or unreadable file.
+/// Would boot `kernel_path` (a `KRUN_KERNEL_FORMAT_*` image) instead of libkrunfw's kernel,
+/// with an optional `initramfs` and kernel command line `cmdline`. Not supported by this
+/// build yet (only libkrunfw's kernel boots): returns -ENOENT for an unknown context,
+/// -EINVAL for a NULL or non-UTF-8 string or an unknown format, else -ENOTSUP.
 ///
 /// # Safety
 /// Each string is NULL or NUL-terminated.
@@ -67,27 +63,15 @@ pub unsafe extern "C" fn krun_set_kernel(
     guard("krun_set_kernel", || {
         ctx::check(ctx_id)?;
         // SAFETY: NULL or NUL-terminated per this function's contract (all three).
-        let path = unsafe { ffi::c_str(kernel_path, "kernel_path") }?;
+        unsafe { ffi::c_str(kernel_path, "kernel_path") }?;
         // SAFETY: as above.
-        let initramfs = unsafe { ffi::opt_c_str(initramfs, "initramfs") }?;
+        unsafe { ffi::opt_c_str(initramfs, "initramfs") }?;
         // SAFETY: as above.
-        let cmdline = unsafe { ffi::opt_c_str(cmdline, "cmdline") }?;
-        let format = KernelFormat::from_raw(kernel_format)?;
-        for (what, p) in [("kernel", Some(path)), ("initramfs", initramfs)] {
-            if let Some(p) = p {
-                std::fs::metadata(p).map_err(|source| ApiError::Io {
-                    what: format!("{what} {p:?}"),
-                    source,
-                })?;
-            }
-        }
-        let kernel = KernelFile {
-            path: PathBuf::from(path),
-            format,
-            initramfs: initramfs.map(PathBuf::from),
-            cmdline: cmdline.map(str::to_string),
-        };
-        ctx::with(ctx_id, |c| c.set_kernel(kernel)).map(|()| 0)
+        unsafe { ffi::opt_c_str(cmdline, "cmdline") }?;
+        KernelFormat::from_raw(kernel_format)?;
+        Err(ApiError::Unsupported(
+            "an external kernel (only libkrunfw's kernel boots)",
+        ))
     })
 }
 
@@ -103,21 +87,31 @@ pub extern "C" fn krun_set_nested_virt(ctx_id: u32, enabled: bool) -> i32 {
     })
 }
 
-/// Uses a split IRQ chip (local APICs in KVM, IOAPIC and PIC in the VMM) when `enable` is
-/// true. Returns 0 or -ENOENT for an unknown context.
+/// Asks for a split IRQ chip (local APICs in KVM, IOAPIC and PIC in the VMM). This build
+/// keeps the whole irqchip in KVM, which guests work with: `enable` true is ignored with a
+/// warning. Returns 0 or -ENOENT for an unknown context.
 #[no_mangle]
 pub extern "C" fn krun_split_irqchip(ctx_id: u32, enable: bool) -> i32 {
     guard("krun_split_irqchip", || {
         ctx::with(ctx_id, |c| {
             c.split_irqchip = enable;
-            Ok(0)
-        })
+            Ok(())
+        })?;
+        if enable {
+            ffi::ignored(
+                "krun_split_irqchip",
+                "split irqchip",
+                "the IOAPIC and PIC stay in KVM; guests work the same",
+            );
+        }
+        Ok(0)
     })
 }
 
-/// Sets the SMBIOS OEM strings (type 11) the guest sees, from a NULL-terminated array; an
-/// empty array clears them. Returns 0, -ENOENT for an unknown context, -EINVAL if the array
-/// is NULL or holds non-UTF-8 text, -E2BIG if it has no NULL terminator.
+/// Takes SMBIOS OEM strings (type 11) from a NULL-terminated array. This build writes no
+/// SMBIOS tables (upstream ignores them on x86_64 too): non-empty strings are ignored with a
+/// warning. Returns 0, -ENOENT for an unknown context, -EINVAL if the array is NULL or holds
+/// non-UTF-8 text, -E2BIG if it has no NULL terminator.
 ///
 /// # Safety
 /// `oem_strings` is NULL or a NULL-terminated array of NUL-terminated strings.
@@ -130,10 +124,19 @@ pub unsafe extern "C" fn krun_set_smbios_oem_strings(
         ctx::check(ctx_id)?;
         // SAFETY: NULL or a NULL-terminated array per this function's contract.
         let strings = unsafe { ffi::c_str_array(oem_strings, "oem_strings") }?;
+        let count = strings.len();
         ctx::with(ctx_id, |c| {
             c.smbios_oem_strings = strings;
-            Ok(0)
-        })
+            Ok(())
+        })?;
+        if count != 0 {
+            ffi::ignored(
+                "krun_set_smbios_oem_strings",
+                &format!("{count} SMBIOS OEM string(s)"),
+                "this VMM writes no SMBIOS tables, as upstream on x86_64",
+            );
+        }
+        Ok(0)
     })
 }
 
@@ -167,10 +170,11 @@ pub extern "C" fn krun_get_shutdown_eventfd(ctx_id: u32) -> i32 {
 /// this call does not return. It returns a negative errno only if the VM could not be
 /// started: -ENOENT for an unknown context, or the errno of the step that failed (logged
 /// with its cause). Without a root filesystem the guest kernel panics and the process exits
-/// with status 1.
+/// with status 1. The cause of a failure is logged as one error line, on stderr even when
+/// logging was never configured.
 #[no_mangle]
 pub extern "C" fn krun_start_enter(ctx_id: u32) -> i32 {
-    guard("krun_start_enter", || {
+    guard_loud("krun_start_enter", || {
         let mut config = ctx::take(ctx_id)?;
         if !config.implicit_init_disabled {
             config.init_binary = Some(crate::init::DEFAULT_INIT);

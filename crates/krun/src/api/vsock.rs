@@ -77,12 +77,15 @@ unsafe fn add_port(
     let path = PathBuf::from(unsafe { ffi::c_str(c_filepath, "c_filepath") }?);
     if listen {
         let exists = path.try_exists().map_err(|source| ApiError::Io {
-            what: format!("c_filepath {path:?}"),
+            what: format!("c_filepath {}", vmm::config::Shown(&path.to_string_lossy())),
             source,
         })?;
         if exists {
             return Err(ApiError::Exists {
-                what: format!("listening socket path {path:?}"),
+                what: format!(
+                    "listening socket path {}",
+                    vmm::config::Shown(&path.to_string_lossy())
+                ),
             });
         }
     }
@@ -115,8 +118,10 @@ pub extern "C" fn krun_add_vsock(ctx_id: u32, tsi_features: u32) -> i32 {
 
 /// Limits which destinations guest sockets may reach through TSI (microsandbox's
 /// extension): `c_ip` an address or NULL, `c_subnet` an `ADDR/PREFIX` network or NULL,
-/// `scope` 0 to 3 (none, group, public, any). Returns 0, -ENOENT for an unknown context,
-/// -EINVAL for non-UTF-8 text, a malformed address or subnet, or a scope above 3.
+/// `scope` 0 to 3 (none, group, public, any). The IP does not change what is allowed here
+/// (only the subnet and scope do): a non-NULL `c_ip` is checked, then ignored with a
+/// warning. Returns 0, -ENOENT for an unknown context, -EINVAL for non-UTF-8 text, a
+/// malformed address or subnet, or a scope above 3.
 ///
 /// # Safety
 /// `c_ip` and `c_subnet` are NULL or NUL-terminated.
@@ -133,6 +138,15 @@ pub unsafe extern "C" fn krun_set_tsi_scope(
         let ip = unsafe { ffi::opt_c_str(c_ip, "c_ip") }?.map(str::to_string);
         // SAFETY: as above.
         let subnet = unsafe { ffi::opt_c_str(c_subnet, "c_subnet") }?.map(str::to_string);
-        ctx::with(ctx_id, |c| c.set_tsi_scope(TsiScope { ip, subnet, scope })).map(|()| 0)
+        let shown_ip = ip.clone();
+        ctx::with(ctx_id, |c| c.set_tsi_scope(TsiScope { ip, subnet, scope }))?;
+        if let Some(ip) = shown_ip {
+            ffi::ignored(
+                "krun_set_tsi_scope",
+                &format!("guest IP {}", vmm::config::Shown(&ip)),
+                "only the subnet and the scope limit what guest sockets reach",
+            );
+        }
+        Ok(0)
     })
 }

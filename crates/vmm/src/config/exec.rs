@@ -63,6 +63,16 @@ pub fn parse_rlimit(entry: &str) -> Result<String, ConfigError> {
     Ok(format!("{id}={cur}:{max}"))
 }
 
+/// Every entry must be `KEY=VALUE` with a non-empty KEY (init passes them to execve).
+fn check_env(env: Option<&[String]>) -> Result<(), ConfigError> {
+    for entry in env.unwrap_or_default() {
+        if entry.split_once('=').is_none_or(|(k, _)| k.is_empty()) {
+            return Err(ConfigError::EnvEntry(entry.clone()));
+        }
+    }
+    Ok(())
+}
+
 impl VmConfig {
     /// `krun_set_exec`. `env` None: the caller's environment at start time.
     pub fn set_exec(
@@ -72,9 +82,30 @@ impl VmConfig {
         env: Option<Vec<String>>,
     ) -> Result<(), ConfigError> {
         non_empty(&path, "executable path")?;
+        check_env(env.as_deref())?;
         self.exec.path = Some(path);
         self.exec.args = args;
         self.exec.env = env;
+        Ok(())
+    }
+
+    /// `krun_set_env`. `env` None: the caller's environment at start time.
+    pub fn set_env(&mut self, env: Option<Vec<String>>) -> Result<(), ConfigError> {
+        check_env(env.as_deref())?;
+        self.exec.env = env;
+        Ok(())
+    }
+
+    /// `krun_setuid` / `krun_setgid`: -1 means "leave unchanged" to setuid(2), never an id.
+    pub fn set_vmm_ids(&mut self, uid: Option<u32>, gid: Option<u32>) -> Result<(), ConfigError> {
+        if uid == Some(u32::MAX) {
+            return Err(ConfigError::IdMinusOne { what: "uid" });
+        }
+        if gid == Some(u32::MAX) {
+            return Err(ConfigError::IdMinusOne { what: "gid" });
+        }
+        self.vmm_uid = uid.or(self.vmm_uid);
+        self.vmm_gid = gid.or(self.vmm_gid);
         Ok(())
     }
 

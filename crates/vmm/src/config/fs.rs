@@ -70,6 +70,10 @@ pub enum FsOverlayKind {
     },
 }
 
+/// Longest virtio-fs mount tag: the `tag` field of the device's config space (virtio 1.2,
+/// 5.11.4) holds 36 bytes.
+pub const FS_TAG_MAX_LEN: usize = 36;
+
 /// Size of the DAX window upstream gives the root share of `krun_set_root` (512 MiB).
 pub const ROOT_SHM_SIZE: u64 = 1 << 29;
 
@@ -124,6 +128,12 @@ impl VmConfig {
     /// `krun_add_virtiofs*`. A share tagged [`ROOT_FS_TAG`] becomes the root.
     pub fn add_fs_share(&mut self, share: FsShare) -> Result<(), ConfigError> {
         non_empty(&share.tag, "virtio-fs tag")?;
+        if share.tag.len() > FS_TAG_MAX_LEN {
+            return Err(ConfigError::FsTagLength {
+                len: share.tag.len(),
+                tag: share.tag,
+            });
+        }
         if self.fs_shares.iter().any(|s| s.tag == share.tag) {
             return Err(ConfigError::DuplicateFsTag(share.tag));
         }
@@ -137,6 +147,10 @@ impl VmConfig {
     /// `krun_set_root`: the host directory becomes the guest's `/` over virtio-fs.
     pub fn set_root_dir(&mut self, path: PathBuf) -> Result<(), ConfigError> {
         non_empty(&path.to_string_lossy(), "root path")?;
+        if self.root_share().is_some() {
+            // The header documents -EEXIST for a second krun_set_root.
+            return Err(ConfigError::DuplicateFsTag(ROOT_FS_TAG.to_string()));
+        }
         self.claim_root("virtio-fs root")?;
         self.add_fs_share(FsShare {
             tag: ROOT_FS_TAG.to_string(),

@@ -45,6 +45,10 @@ pub struct KernelFile {
 }
 
 /// Everything a VM is built from.
+///
+/// A new field must also be listed in `settings::account` (crates/vmm/src/settings.rs),
+/// which destructures this struct without `..`: the build fails until the field is used,
+/// refused, or logged as ignored.
 #[derive(Clone, Debug)]
 pub struct VmConfig {
     pub vcpus: u8,
@@ -126,11 +130,19 @@ pub enum ConfigError {
     VcpuCount { requested: u8, max: u32 },
     #[error("RAM size must be greater than 0 MiB")]
     ZeroRam,
+    #[error("{ram_mib} MiB of RAM cannot hold the guest kernel, which ends at {need_mib} MiB")]
+    RamTooSmall { ram_mib: u32, need_mib: u64 },
+    #[error("virtio-fs tag {} is {len} bytes; it must be 1 to {FS_TAG_MAX_LEN}", Shown(.tag))]
+    FsTagLength { tag: String, len: usize },
+    #[error("environment entry {} has no '=' (KEY=VALUE)", Shown(.0))]
+    EnvEntry(String),
+    #[error("{what} -1 is not an id (it means \"unchanged\" to setuid/setgid)")]
+    IdMinusOne { what: &'static str },
     #[error("{0} must not be empty")]
     Empty(&'static str),
-    #[error("a virtio-fs share tagged {0:?} already exists")]
+    #[error("a virtio-fs share tagged {} already exists", Shown(.0))]
     DuplicateFsTag(String),
-    #[error("a disk with id {0:?} already exists")]
+    #[error("a disk with id {} already exists", Shown(.0))]
     DuplicateDiskId(String),
     #[error("the root is already a {existing}; it cannot also be a {requested}")]
     RootConflict {
@@ -145,12 +157,13 @@ pub enum ConfigError {
     SyncMode(u32),
     #[error("unknown kernel format {0} (KRUN_KERNEL_FORMAT_*)")]
     KernelFormat(u32),
-    #[error("port map entry {0:?} is not HOST:GUEST with two ports in 0..=65535")]
+    #[error("port map entry {} is not HOST:GUEST with two ports in 0..=65535", Shown(.0))]
     PortMapEntry(String),
     #[error("port {0} appears twice in the port map")]
     DuplicatePort(u16),
     #[error(
-        "rlimit {0:?} is not RESOURCE=CUR:MAX (RESOURCE a number or RLIMIT_* name, CUR <= MAX)"
+        "rlimit {} is not RESOURCE=CUR:MAX (RESOURCE a number or RLIMIT_* name, CUR <= MAX)",
+        Shown(.0)
     )]
     Rlimit(String),
     #[error("unknown TSI feature bits {0:#x} (KRUN_TSI_HIJACK_*)")]
@@ -181,17 +194,17 @@ pub enum ConfigError {
     KernelConsole(String),
     #[error("TSI scope {0} is not in 0..=3")]
     TsiScope(u8),
-    #[error("{what} {value:?} is not a valid address")]
+    #[error("{what} {} is not a valid address", Shown(.value))]
     Address { what: &'static str, value: String },
-    #[error("overlay path {0:?} is not a relative or absolute path of named components")]
+    #[error("overlay path {} is not a relative or absolute path of named components", Shown(.0))]
     OverlayPath(String),
-    #[error("no virtio-fs share tagged {0:?}")]
+    #[error("no virtio-fs share tagged {}", Shown(.0))]
     NoSuchFsTag(String),
-    #[error("overlay parent directory {0:?} does not exist")]
+    #[error("overlay parent directory {} does not exist", Shown(.0))]
     OverlayParentMissing(String),
-    #[error("overlay parent {0:?} is a file, not a directory")]
+    #[error("overlay parent {} is a file, not a directory", Shown(.0))]
     OverlayParentNotDir(String),
-    #[error("overlay entry {0:?} already exists")]
+    #[error("overlay entry {} already exists", Shown(.0))]
     OverlayExists(String),
 }
 
@@ -216,6 +229,10 @@ impl ConfigError {
             OverlayParentNotDir(_) => libc::ENOTDIR,
             VcpuCount { .. }
             | ZeroRam
+            | RamTooSmall { .. }
+            | FsTagLength { .. }
+            | EnvEntry(_)
+            | IdMinusOne { .. }
             | Empty(_)
             | NoDisks
             | DiskFormat(_)
@@ -249,6 +266,23 @@ impl KernelFormat {
             5 => KernelFormat::ImageZstd,
             _ => return Err(ConfigError::KernelFormat(raw)),
         })
+    }
+}
+
+/// Longest text of a caller's argument a log line shows.
+pub const SHOWN_MAX_CHARS: usize = 200;
+
+/// A caller's argument as log lines show it: quoted like `{:?}`, cut after
+/// [`SHOWN_MAX_CHARS`] characters with the full length noted, so a 1 MiB argument does not
+/// become a 1 MiB log line.
+pub struct Shown<'a>(pub &'a str);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.char_indices().nth(SHOWN_MAX_CHARS) {
+            None => write!(f, "{:?}", self.0),
+            Some((cut, _)) => write!(f, "{:?}... ({} bytes in all)", &self.0[..cut], self.0.len()),
+        }
     }
 }
 
@@ -298,6 +332,14 @@ impl VmConfig {
         }
         if ram_mib == 0 {
             return Err(ConfigError::ZeroRam);
+        }
+        if let Some(fw) = &self.krunfw {
+            let kernel = fw.kernel();
+            let end = kernel.load_addr + kernel.bytes.len() as u64;
+            let need_mib = end.div_ceil(1 << 20);
+            if u64::from(ram_mib) < need_mib {
+                return Err(ConfigError::RamTooSmall { ram_mib, need_mib });
+            }
         }
         self.vcpus = vcpus;
         self.ram_mib = ram_mib;

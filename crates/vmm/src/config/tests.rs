@@ -168,3 +168,73 @@ fn overlay_parents_must_exist() {
         libc::EINVAL
     );
 }
+
+#[test]
+fn fs_tag_longer_than_36_bytes_fails_einval() {
+    let mut c = VmConfig::default();
+    let share = |tag: &str| FsShare {
+        tag: tag.to_string(),
+        path: "/s".into(),
+        shm_size: 0,
+        read_only: false,
+    };
+    let err = c.add_fs_share(share(&"t".repeat(37))).unwrap_err();
+    assert!(matches!(err, ConfigError::FsTagLength { len: 37, .. }));
+    assert_eq!(err.errno(), libc::EINVAL);
+    c.add_fs_share(share(&"t".repeat(36))).unwrap();
+    assert_eq!(c.fs_shares.len(), 1);
+}
+
+#[test]
+fn set_root_dir_twice_fails_eexist() {
+    let mut c = VmConfig::default();
+    c.set_root_dir("/r".into()).unwrap();
+    assert_eq!(
+        c.set_root_dir("/s".into()).unwrap_err().errno(),
+        libc::EEXIST
+    );
+}
+
+#[test]
+fn env_entry_without_equals_fails_einval() {
+    let mut c = VmConfig::default();
+    for bad in ["NOEQUALS", "=value"] {
+        let err = c.set_env(Some(vec!["A=1".into(), bad.into()])).unwrap_err();
+        assert_eq!(err, ConfigError::EnvEntry(bad.into()));
+        assert_eq!(err.errno(), libc::EINVAL);
+        let err = c
+            .set_exec("/bin/true".into(), vec![], Some(vec![bad.into()]))
+            .unwrap_err();
+        assert_eq!(err.errno(), libc::EINVAL);
+    }
+    assert_eq!(c.exec.env, None);
+    c.set_env(Some(vec!["A=".into(), "B=x=y".into()])).unwrap();
+    assert_eq!(c.exec.env.as_deref().map(<[String]>::len), Some(2));
+}
+
+#[test]
+fn vmm_ids_minus_one_fail_einval() {
+    let mut c = VmConfig::default();
+    assert_eq!(
+        c.set_vmm_ids(Some(u32::MAX), None).unwrap_err().errno(),
+        libc::EINVAL
+    );
+    assert_eq!(
+        c.set_vmm_ids(None, Some(u32::MAX)).unwrap_err().errno(),
+        libc::EINVAL
+    );
+    c.set_vmm_ids(Some(1000), None).unwrap();
+    c.set_vmm_ids(None, Some(100)).unwrap();
+    assert_eq!((c.vmm_uid, c.vmm_gid), (Some(1000), Some(100)));
+}
+
+#[test]
+fn shown_long_argument_cut_with_length() {
+    let long = "x".repeat(1 << 20);
+    let text = Shown(&long).to_string();
+    assert!(text.len() < 300, "{} bytes", text.len());
+    assert!(text.ends_with("... (1048576 bytes in all)"), "{text}");
+    assert_eq!(Shown("ab").to_string(), "\"ab\"");
+    let err = ConfigError::EnvEntry(long).to_string();
+    assert!(err.len() < 400, "{} bytes", err.len());
+}

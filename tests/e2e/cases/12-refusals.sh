@@ -1,0 +1,81 @@
+# Issue #10: what is not built is refused at the setter (and the guest keeps what it had),
+# what the setter can check is refused there with its errno, and a failing start says why
+# on stderr even when the caller never configured logging.
+
+# A network setter fails with -ENOTSUP, and the guest still reaches the host through TSI
+# (before, the setter returned 0 and turned TSI off for a NIC that never appeared).
+register net_setter_refused_keeps_tsi
+case_net_setter_refused_keeps_tsi() {
+  command -v busybox >/dev/null 2>&1 && busybox httpd --help >/dev/null 2>&1 ||
+    skip "no busybox httpd on this host"
+  mkdir www
+  head -c 10000 /dev/urandom >www/file
+  want=$(md5sum <www/file | cut -d' ' -f1)
+  port=18736
+  busybox httpd -f -p "127.0.0.1:$port" -h "$PWD/www" &
+  httpd=$!
+  trap 'kill "$httpd" 2>/dev/null' EXIT
+  guest passt run --try-net=passt:0 --root="$(guest_root)" -- /bin/sh -c \
+    "wget -q -O - http://127.0.0.1:$port/file | md5sum"
+  grep -a -q -x -F -e 'krun_set_passt_fd: -95 (Operation not supported)' passt.out ||
+    fail "krun_set_passt_fd did not fail with -ENOTSUP: $(excerpt passt.out)"
+  expect_rc passt 0
+  has passt.txt "^$want " || fail "the guest lost its TSI network: $(excerpt passt.txt)"
+}
+
+# Setters refuse what they can check, before any VM exists: the errno is the cause's
+# (--mem=1: libkrunfw, loaded by krun_create_ctx, says its kernel needs more). Nothing boots
+# here. vmtest prints the failing call and exits 2; with default logging the
+# library itself prints nothing for a setter (the caller has the errno).
+register setter_errnos
+case_setter_errnos() {
+  mkdir share
+  : >plainfile
+  tag37=ttttttttttttttttttttttttttttttttttttt
+  set -- \
+    "--root=$PWD/missing|vmtest: krun_set_root: -2 (No such file or directory)" \
+    "--root=$PWD/plainfile|vmtest: krun_set_root: -20 (Not a directory)" \
+    "--virtiofs=data:$PWD/missing|vmtest: krun_add_virtiofs: -2 (No such file or directory)" \
+    "--virtiofs=$tag37:$PWD/share|vmtest: krun_add_virtiofs: -22 (Invalid argument)" \
+    "--uid=4294967295|vmtest: krun_setuid: -22 (Invalid argument)" \
+    "--env=NOEQUALS|vmtest: krun_set_exec: -22 (Invalid argument)" \
+    "--cpus=255|vmtest: krun_set_vm_config: -22 (Invalid argument)" \
+    "--mem=1|vmtest: krun_set_vm_config: -22 (Invalid argument)"
+  i=0
+  for spec in "$@"; do
+    i=$((i + 1))
+    opt=${spec%%|*}
+    want=${spec#*|}
+    timeout -k 10 "$VM_TIMEOUT" "$VMTEST" run "$opt" -- /bin/true </dev/null \
+      >"s$i.out" 2>"s$i.err"
+    rc=$?
+    [ "$rc" -eq 2 ] || fail "$opt: exit $rc, expected 2 (a refused setter): $(excerpt "s$i.err")"
+    printf '%s\n' "$want" >"s$i.want"
+    cmp -s "s$i.want" "s$i.err" || fail "$opt: stderr is '$(excerpt "s$i.err")', expected '$want'"
+  done
+}
+
+# libkrunfw cannot be found at start (LD_LIBRARY_PATH has only libkrun), and the caller set
+# no log level: exactly one line on stderr, naming the cause; the errno is ENOENT.
+register start_error_default_log
+case_start_error_default_log() {
+  for d in /lib /lib64 /usr/lib /usr/lib64 /usr/local/lib /lib/x86_64-linux-gnu \
+    /usr/lib/x86_64-linux-gnu /usr/local/lib/x86_64-linux-gnu; do
+    [ ! -e "$d/libkrunfw.so.5" ] || skip "libkrunfw.so.5 is installed in $d, so it cannot be hidden"
+  done
+  [ -f "$KRUN_E2E_LIBDIR/libkrun.so.1" ] || fail "no libkrun.so.1 in KRUN_E2E_LIBDIR=$KRUN_E2E_LIBDIR"
+  mkdir nofw root
+  cp "$KRUN_E2E_LIBDIR/libkrun.so.1" nofw/
+  env -u RUST_LOG LD_LIBRARY_PATH="$PWD/nofw" timeout -k 10 "$VM_TIMEOUT" "$VMTEST" \
+    start-error --root="$PWD/root" </dev/null >nofw.out 2>nofw.err
+  rc=$?
+  timed_out "$rc" && fail "did not end within ${VM_TIMEOUT}s"
+  [ "$rc" -ne 2 ] || fail "$(vmtest_error nofw.err) (exit $rc)"
+  [ "$rc" -eq 0 ] || fail "krun_start_enter did not return a negative errno: $(excerpt nofw.out) (exit $rc)"
+  printf 'krun_start_enter: -2 (No such file or directory)\n' >want.out
+  cmp -s want.out nofw.out || fail "stdout is '$(excerpt nofw.out)', expected -ENOENT"
+  lines=$(wc -l <nofw.err)
+  [ "$lines" -eq 1 ] || fail "$lines lines on stderr, expected exactly 1: $(excerpt nofw.err)"
+  has nofw.err '^libkrun: krun_start_enter: cannot start the VM: cannot load the guest kernel: cannot load libkrunfw\.so\.5 .*No such file or directory$' ||
+    fail "the stderr line does not name the missing libkrunfw.so.5: $(excerpt nofw.err)"
+}
