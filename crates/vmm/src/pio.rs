@@ -1,9 +1,11 @@
-//! Legacy port I/O the guest may touch: the i8042 reset line and an optional 8250 UART at
-//! 0x3f8 whose output goes to the log at debug level (early boot debugging only).
+//! Legacy port I/O the guest may touch: the i8042 reset line, the CMOS RTC at 0x70/0x71 and
+//! an optional 8250 UART at 0x3f8 whose output goes to the log at debug level (early boot
+//! debugging only).
 
 use std::io::{self, Write};
 use std::sync::Mutex;
 
+use devices::legacy::{cmos, Cmos};
 use vm_superio::{Serial, Trigger};
 
 /// i8042 command/status port.
@@ -15,6 +17,8 @@ const I8042_CMD_RESET: u8 = 0xfe;
 /// COM1 base port and its 8 registers.
 const COM1_BASE: u16 = 0x3f8;
 const COM1_LEN: u16 = 8;
+/// CMOS RTC index port; the data port follows.
+const CMOS_BASE: u16 = 0x70;
 
 /// What a port write asks the VMM to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +70,7 @@ type DebugSerial = Serial<NoIrq, vm_superio::serial::NoEvents, LogLineWriter>;
 /// The port I/O space: shared by every vCPU thread.
 pub struct PortIoBus {
     serial: Option<Mutex<DebugSerial>>,
+    cmos: Option<Mutex<Cmos>>,
 }
 
 impl PortIoBus {
@@ -73,7 +78,23 @@ impl PortIoBus {
     pub fn new(debug_serial: bool) -> PortIoBus {
         PortIoBus {
             serial: debug_serial.then(|| Mutex::new(Serial::new(NoIrq, LogLineWriter::default()))),
+            cmos: None,
         }
+    }
+
+    /// Puts the CMOS RTC at 0x70/0x71.
+    pub fn with_cmos(mut self, cmos: Cmos) -> PortIoBus {
+        self.cmos = Some(Mutex::new(cmos));
+        self
+    }
+
+    /// The CMOS port offset and device when `port` is one of its ports.
+    fn cmos_at(&self, port: u16) -> Option<(u16, &Mutex<Cmos>)> {
+        let offset = port.checked_sub(CMOS_BASE)?;
+        (offset < cmos::PORT_COUNT)
+            .then_some(self.cmos.as_ref())
+            .flatten()
+            .map(|c| (offset, c))
     }
 
     fn serial_offset(port: u16) -> Option<u8> {
@@ -86,6 +107,13 @@ impl PortIoBus {
     /// 0 so a reset through it never waits for a busy controller.
     pub fn read(&self, port: u16, data: &mut [u8]) {
         data.fill(0xff);
+        if let Some((offset, cmos)) = self.cmos_at(port) {
+            let mut cmos = cmos.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(b) = data.first_mut() {
+                *b = cmos.read(offset);
+            }
+            return;
+        }
         match (port, Self::serial_offset(port), &self.serial) {
             (I8042_COMMAND | I8042_DATA, _, _) => data.fill(0),
             (_, Some(offset), Some(serial)) => {
@@ -100,6 +128,13 @@ impl PortIoBus {
 
     /// A guest `out`: writes to unknown ports are ignored.
     pub fn write(&self, port: u16, data: &[u8]) -> PioAction {
+        if let Some((offset, cmos)) = self.cmos_at(port) {
+            let mut cmos = cmos.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(&b) = data.first() {
+                cmos.write(offset, b);
+            }
+            return PioAction::None;
+        }
         match (port, Self::serial_offset(port), &self.serial) {
             (I8042_COMMAND, _, _) if data.first() == Some(&I8042_CMD_RESET) => PioAction::Reset,
             (_, Some(offset), Some(serial)) => {
@@ -139,8 +174,25 @@ mod tests {
     fn read_unknown_port_all_ones() {
         let bus = PortIoBus::new(false);
         let mut data = [0u8; 2];
-        bus.read(0x70, &mut data);
+        bus.read(0x2f8, &mut data);
         assert_eq!(data, [0xff, 0xff]);
+    }
+
+    #[test]
+    fn read_cmos_register_d_valid() {
+        let bus = PortIoBus::new(false).with_cmos(Cmos::new(256 << 20, 0, Default::default()));
+        bus.write(0x70, &[0x0d]);
+        let mut data = [0u8; 1];
+        bus.read(0x71, &mut data);
+        assert_eq!(data, [0x80]);
+    }
+
+    #[test]
+    fn read_cmos_absent_all_ones() {
+        let bus = PortIoBus::new(false);
+        let mut data = [0u8; 1];
+        bus.read(0x71, &mut data);
+        assert_eq!(data, [0xff]);
     }
 
     #[test]

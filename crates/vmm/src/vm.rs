@@ -215,6 +215,19 @@ fn create_kvm_vm(vcpus: u8) -> Result<(Kvm, VmFd), VmError> {
     Ok((kvm, vm))
 }
 
+/// The CMOS RTC, its memory-size bytes matching the RAM layout of `ram_mib`.
+fn cmos_for(ram_mib: u32) -> devices::legacy::Cmos {
+    let (mut below, mut above) = (0, 0);
+    for (start, size) in crate::layout::ram_ranges(u64::from(ram_mib) << 20) {
+        if start < crate::layout::FIRST_ADDR_PAST_32BITS {
+            below += size;
+        } else {
+            above += size;
+        }
+    }
+    devices::legacy::Cmos::new(below, above, devices::legacy::SystemClock)
+}
+
 impl Vm {
     /// Builds the VM: KVM, guest memory, kernel, devices, vCPUs (not yet running).
     pub fn new(config: VmConfig) -> Result<Vm, VmError> {
@@ -329,7 +342,7 @@ impl Vm {
         vcpu::install_kick_handler().map_err(VmError::KickHandler)?;
 
         let shared = Arc::new(Shared {
-            pio: PortIoBus::new(debug_cmdline.is_some()),
+            pio: PortIoBus::new(debug_cmdline.is_some()).with_cmos(cmos_for(config.ram_mib)),
             mmio: devices.into_bus(),
             stop: AtomicBool::new(false),
             started,
