@@ -65,6 +65,10 @@ pub struct BootSetup<'a> {
     /// `KVM_GET_SUPPORTED_CPUID`, unpatched.
     pub supported_cpuid: &'a CpuId,
     pub vcpus: u8,
+    /// Expose VMX/SVM to the guest (`krun_set_nested_virt`).
+    pub nested_virt: bool,
+    /// KVM emulates the TSC-deadline timer: advertise it in CPUID.
+    pub tsc_deadline: bool,
     pub entry_addr: u64,
     pub cr3: u64,
 }
@@ -73,7 +77,13 @@ pub struct BootSetup<'a> {
 /// the others wait for the guest's INIT/SIPI in the in-kernel LAPIC.
 pub fn configure(fd: &VcpuFd, id: u8, boot: &BootSetup<'_>) -> Result<(), VcpuError> {
     let mut cpuid = boot.supported_cpuid.clone();
-    cpuid::patch_entries(cpuid.as_mut_slice(), id, boot.vcpus);
+    let spec = cpuid::CpuidSpec {
+        apic_id: id,
+        vcpus: boot.vcpus,
+        nested_virt: boot.nested_virt,
+        tsc_deadline: boot.tsc_deadline,
+    };
+    cpuid::patch_entries(cpuid.as_mut_slice(), &spec);
     fd.set_cpuid2(&cpuid).map_err(VcpuError::Cpuid)?;
 
     let entries = msr::boot_msr_entries();

@@ -324,9 +324,17 @@ impl Vm {
         let supported_cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(VmError::SupportedCpuid)?;
+        if config.nested_virt && !boot::cpuid::offers_virtualization(supported_cpuid.as_slice()) {
+            log::warn!(
+                "nested virtualization ignored: the host's KVM does not allow it (the \
+                 kvm_amd/kvm_intel module's nested parameter is off), the guest sees no SVM/VMX"
+            );
+        }
         let setup = BootSetup {
             supported_cpuid: &supported_cpuid,
             vcpus: config.vcpus,
+            nested_virt: config.nested_virt,
+            tsc_deadline: kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer),
             entry_addr: kernel.entry_addr,
             cr3,
         };
