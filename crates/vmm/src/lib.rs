@@ -7,6 +7,7 @@ pub mod boot;
 pub mod cmdline;
 pub mod config;
 mod device_manager;
+mod exits;
 pub mod host;
 pub mod krunfw;
 pub mod layout;

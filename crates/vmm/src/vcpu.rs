@@ -13,6 +13,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use crate::boot::{cpuid, msr, regs};
 use crate::device_manager::MmioBus;
+use crate::exits::{ExitCounts, ExitKind};
 use crate::pio::{PioAction, PortIoBus};
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +164,8 @@ pub struct Shared {
     pub stop: AtomicBool,
     pub started: Instant,
     pub first_entry: Once,
+    /// The exits that reached user space, logged when the VM ends.
+    pub exits: ExitCounts,
 }
 
 /// One vCPU thread's body: runs until the guest or another vCPU ends the VM.
@@ -204,9 +207,21 @@ fn handle_exit(
 ) -> Option<VcpuEnd> {
     let exit = match exit {
         Ok(exit) => exit,
-        Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => return None,
+        Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+            shared.exits.count(ExitKind::Interrupted);
+            return None;
+        }
         Err(e) => return Some(VcpuEnd::Failed(VcpuError::Run(e))),
     };
+    let exits = &shared.exits;
+    match &exit {
+        VcpuExit::IoIn(port, _) => exits.count_port(ExitKind::IoIn, *port),
+        VcpuExit::IoOut(port, _) => exits.count_port(ExitKind::IoOut, *port),
+        VcpuExit::MmioRead(addr, _) => exits.count_mmio(ExitKind::MmioRead, *addr),
+        VcpuExit::MmioWrite(addr, _) => exits.count_mmio(ExitKind::MmioWrite, *addr),
+        VcpuExit::Intr => exits.count(ExitKind::Interrupted),
+        _ => exits.count(ExitKind::Other),
+    }
     match exit {
         VcpuExit::IoIn(port, data) => shared.pio.read(port, data),
         VcpuExit::IoOut(port, data) => {

@@ -355,6 +355,7 @@ impl Vm {
             stop: AtomicBool::new(false),
             started,
             first_entry: Once::new(),
+            exits: Default::default(),
         });
         log::debug!(
             "VM built in {:?}: {} vCPUs, {} MiB, kernel {} bytes at {:#x}",
@@ -421,6 +422,11 @@ impl Vm {
         }
         self.shared.mmio.shutdown();
         self.shared.pio.shutdown();
+        log::debug!(
+            "{} ({:?} after Vm::new started)",
+            self.shared.exits.summary(),
+            self.shared.started.elapsed()
+        );
         if let Some(e) = spawn_error {
             return Err(e);
         }
