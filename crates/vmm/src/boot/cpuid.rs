@@ -99,11 +99,7 @@ pub fn patch_entries(entries: &mut [kvm_cpuid_entry2], spec: &CpuidSpec) {
                 // The highest paravirt leaf: KVM_CPUID_FEATURES at least.
                 e.eax = e.eax.max(KVM_CPUID_FEATURES);
             }
-            0x8000_0001 => {
-                if !spec.nested_virt {
-                    e.ecx &= !EXT1_ECX_SVM;
-                }
-            }
+            0x8000_0001 if !spec.nested_virt => e.ecx &= !EXT1_ECX_SVM,
             0x8000_0008 => {
                 // AMD: number of cores - 1 in ECX 7:0; APIC id size 0 means "derive it".
                 e.ecx = (e.ecx & !0xf0ff) | ((count - 1) & 0xff);
