@@ -35,6 +35,7 @@
  *   --empty-port-map     krun_set_port_map with an empty list (exposes no guest port)
  *   --vsock-port=PORT:PATH[:listen]  krun_add_vsock_port2(PORT, PATH, listen) (repeatable;
  *                        PATH must not contain ':')
+ *   --nested             krun_set_nested_virt(ctx, true)
  *   --pid-file=F         write this process's id (the VMM's) to F before the VM starts
  *   -- COMMAND ARGS...   krun_set_exec(COMMAND, ARGS, envp). Without a command (or with
  *                        --no-exec) krun_set_exec is not called: the workload then comes
@@ -85,6 +86,7 @@ struct options {
     char *vsock_ports[MAX_LIST]; /* "PORT:PATH[:listen]", split in configure() */
     int vsock_port_count;
     const char *pid_file;
+    int nested;
     char *const *exec_argv; /* NULL-terminated, [0] is the command; NULL if none */
 };
 
@@ -97,7 +99,7 @@ static void usage(void)
             "              [--uid=N] [--gid=N] [--env=NAME=VALUE]... [--inherit-env|--empty-env]\n"
             "              [--disable-implicit-vsock] [--add-vsock=FEATURES]\n"
             "              [--port-map=HOST:GUEST]... [--empty-port-map]\n"
-            "              [--vsock-port=PORT:PATH[:listen]]... [--pid-file=FILE]\n"
+            "              [--vsock-port=PORT:PATH[:listen]]... [--pid-file=FILE] [--nested]\n"
             "              [--no-exec] [-- COMMAND [ARGS...]]\n");
     exit(2);
 }
@@ -147,6 +149,7 @@ static void parse(int argc, char **argv, struct options *o)
         {"empty-port-map", no_argument, NULL, 'M'},
         {"vsock-port", required_argument, NULL, 'V'},
         {"pid-file", required_argument, NULL, 'p'},
+        {"nested", no_argument, NULL, 'n'},
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof(*o));
@@ -224,6 +227,7 @@ static void parse(int argc, char **argv, struct options *o)
             o->vsock_ports[o->vsock_port_count++] = optarg;
             break;
         case 'p': o->pid_file = optarg; break;
+        case 'n': o->nested = 1; break;
         default: usage();
         }
     }
@@ -298,6 +302,8 @@ static uint32_t configure(struct options *o)
                                    listen),
               "krun_add_vsock_port2");
     }
+    if (o->nested)
+        check(krun_set_nested_virt(id, true), "krun_set_nested_virt");
     if (o->workdir)
         check(krun_set_workdir(id, o->workdir), "krun_set_workdir");
     if (o->rlimit_count > 0)
