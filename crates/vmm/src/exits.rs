@@ -13,6 +13,8 @@ use crate::layout::{MMIO_DEVICES_START, MMIO_DEVICE_SIZE};
 const PORTS: usize = 0x400;
 /// virtio-mmio slots counted one by one; accesses elsewhere (or past them) together.
 const SLOTS: usize = 32;
+/// Registers of a slot counted one by one, by 4-byte word (config space included up to 0x1fc).
+const REGS: usize = 128;
 /// How many of the busiest ports and slots the summary names.
 const TOP: usize = 6;
 
@@ -43,7 +45,7 @@ pub struct ExitCounts {
     kinds: [AtomicU64; KINDS.len()],
     /// Port exits by port (reads and writes together); the last entry: ports >= 0x400.
     ports: Box<[AtomicU64]>,
-    /// MMIO exits by virtio-mmio slot; the last entry: any other address.
+    /// MMIO exits by virtio-mmio slot and register word; the last entry: any other address.
     slots: Box<[AtomicU64]>,
 }
 
@@ -52,7 +54,7 @@ impl Default for ExitCounts {
         ExitCounts {
             kinds: Default::default(),
             ports: (0..=PORTS).map(|_| AtomicU64::new(0)).collect(),
-            slots: (0..=SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            slots: (0..=SLOTS * REGS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }
@@ -78,12 +80,19 @@ impl ExitCounts {
     /// Counts one MMIO exit at `addr`.
     pub fn count_mmio(&self, kind: ExitKind, addr: u64) {
         self.count(kind);
-        let slot = addr
+        let bucket = addr
             .checked_sub(MMIO_DEVICES_START)
-            .map(|off| (off / MMIO_DEVICE_SIZE) as usize)
-            .unwrap_or(SLOTS)
-            .min(SLOTS);
-        bump(&self.slots[slot]);
+            .map(|off| {
+                let slot = (off / MMIO_DEVICE_SIZE) as usize;
+                let reg = ((off % MMIO_DEVICE_SIZE) / 4) as usize;
+                if slot < SLOTS {
+                    slot * REGS + reg.min(REGS - 1)
+                } else {
+                    SLOTS * REGS
+                }
+            })
+            .unwrap_or(SLOTS * REGS);
+        bump(&self.slots[bucket]);
     }
 
     /// Total exits counted.
@@ -119,15 +128,12 @@ impl ExitCounts {
                 }
             }
         }
-        s.push_str("; mmio slots:");
-        for (slot, n) in top(&self.slots) {
-            match slot {
-                SLOTS => {
-                    let _ = write!(s, " other {n}");
-                }
-                i => {
-                    let _ = write!(s, " {i} {n}");
-                }
+        s.push_str("; mmio slot:register:");
+        for (bucket, n) in top(&self.slots) {
+            if bucket == SLOTS * REGS {
+                let _ = write!(s, " other {n}");
+            } else {
+                let _ = write!(s, " {}:{:#x} {n}", bucket / REGS, bucket % REGS * 4);
             }
         }
         s
@@ -155,7 +161,7 @@ mod tests {
         assert_eq!(
             c.summary(),
             "7 exits to user space: io_in 3 io_out 1 mmio_read 1 mmio_write 1 interrupted 1 \
-             other 0; ports: 0x71 2 0x70 1 >=0x400 1; mmio slots: 1 1 other 1"
+             other 0; ports: 0x71 2 0x70 1 >=0x400 1; mmio slot:register: 1:0x70 1 other 1"
         );
     }
 }

@@ -20,6 +20,8 @@ use crate::pio::{PioAction, PortIoBus};
 pub enum VcpuError {
     #[error("cannot set CPUID")]
     Cpuid(#[source] kvm_ioctls::Error),
+    #[error("cannot add CPUID leaves")]
+    CpuidLeaves,
     #[error("cannot build the MSR list")]
     MsrList,
     #[error("cannot set MSRs ({set} of {want} accepted)")]
@@ -78,6 +80,7 @@ pub struct BootSetup<'a> {
 /// the others wait for the guest's INIT/SIPI in the in-kernel LAPIC.
 pub fn configure(fd: &VcpuFd, id: u8, boot: &BootSetup<'_>) -> Result<(), VcpuError> {
     let mut cpuid = boot.supported_cpuid.clone();
+    cpuid::add_missing_leaves(&mut cpuid).map_err(|_| VcpuError::CpuidLeaves)?;
     let spec = cpuid::CpuidSpec {
         apic_id: id,
         vcpus: boot.vcpus,

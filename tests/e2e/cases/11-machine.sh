@@ -25,7 +25,7 @@ case_machine_rtc() {
     fail "the guest's rtc_cmos probe failed: $(grep -a -m1 'rtc_cmos' rtc.txt)"
   has rtc.txt 'rtc_cmos rtc_cmos: registered as rtc0' ||
     fail "no 'rtc_cmos rtc_cmos: registered as rtc0' in the guest's dmesg: $(excerpt rtc.txt)"
-  expect_line rtc "<name=rtc_cmos>"
+  expect_line rtc "<name=rtc_cmos rtc_cmos>"
   t=$(sed -n 's/^<rtc=\([0-9][0-9]*\)>$/\1/p' rtc.txt)
   [ -n "$t" ] || fail "no <rtc=SECONDS> line: $(excerpt rtc.txt)"
   # The guest read its RTC between $before and $after on the host's clock; allow a minute of
@@ -74,6 +74,7 @@ register machine_topology_2cpu
 case_machine_topology_2cpu() {
   r=$(guest_root) || fail "no busybox root for the guest"
   guest topo run --root="$r" --cpus=2 -- /bin/sh -c '
+    dmesg | grep -E "CPU topo|smpboot"
     echo "<processors=$(grep -c ^processor /proc/cpuinfo)>"
     grep -E "^(physical id|siblings|core id|cpu cores|apicid|initial apicid)" /proc/cpuinfo
     echo "<online=$(cat /sys/devices/system/cpu/online)>"

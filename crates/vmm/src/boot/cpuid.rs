@@ -5,7 +5,7 @@
 //! hidden unless nested virtualization was asked for. KVM's paravirt leaves (0x4000_0000..)
 //! come from the supported set unchanged: they give the guest kvm-clock and the PV features.
 
-use kvm_bindings::kvm_cpuid_entry2;
+use kvm_bindings::{kvm_cpuid_entry2, CpuId};
 
 /// Leaf 1 ECX: VMX (Intel virtualization).
 const LEAF1_ECX_VMX: u32 = 1 << 5;
@@ -17,6 +17,12 @@ const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
 const LEAF1_EDX_HTT: u32 = 1 << 28;
 /// Leaf 0x8000_0001 ECX: SVM (AMD virtualization).
 const EXT1_ECX_SVM: u32 = 1 << 2;
+/// Leaf 0x8000_0001 ECX: topology extensions (leaves 0x8000_001D/0x8000_001E).
+const EXT1_ECX_TOPOEXT: u32 = 1 << 22;
+/// AMD's extended APIC id, core and node id leaf.
+const AMD_EXT_APIC_ID: u32 = 0x8000_001e;
+/// "Auth" of "AuthenticAMD", leaf 0 EBX.
+const AMD_VENDOR_EBX: u32 = 0x6874_7541;
 /// CLFLUSH line size in 8-byte units (64 bytes).
 const CLFLUSH_LINE: u32 = 8;
 /// Leaf 0xB/0x1F level types.
@@ -46,8 +52,33 @@ fn id_bits(count: u32) -> u32 {
     }
 }
 
-/// Patches `entries` (from `KVM_GET_SUPPORTED_CPUID`) for one vCPU.
+/// Whether the CPU is AMD's (leaf 0's vendor string).
+pub fn is_amd(entries: &[kvm_cpuid_entry2]) -> bool {
+    entries
+        .iter()
+        .any(|e| e.function == 0 && e.ebx == AMD_VENDOR_EBX)
+}
+
+/// Adds what [`patch_entries`] fills but KVM's set may lack: on AMD the extended APIC id leaf
+/// 0x8000_001E, which Linux reads for every CPU's APIC and core id once TOPOEXT is set.
+pub fn add_missing_leaves(cpuid: &mut CpuId) -> Result<(), vmm_sys_util::fam::Error> {
+    let entries = cpuid.as_slice();
+    if is_amd(entries) && !entries.iter().any(|e| e.function == AMD_EXT_APIC_ID) {
+        cpuid.push(kvm_cpuid_entry2 {
+            function: AMD_EXT_APIC_ID,
+            ..Default::default()
+        })?;
+    }
+    Ok(())
+}
+
+/// Patches `entries` (from `KVM_GET_SUPPORTED_CPUID`, after [`add_missing_leaves`]) for one
+/// vCPU.
+///
+/// On AMD, TOPOEXT is set as upstream does: without it Linux ignores leaf 0xB and (seen in
+/// the lab, with the libkrunfw kernel) put each vCPU in a package of its own.
 pub fn patch_entries(entries: &mut [kvm_cpuid_entry2], spec: &CpuidSpec) {
+    let amd = is_amd(entries);
     let id = u32::from(spec.apic_id);
     let count = u32::from(spec.vcpus).max(1);
     // Logical processor ids the package reserves: a power of two, as the APIC id shifts of
@@ -99,7 +130,15 @@ pub fn patch_entries(entries: &mut [kvm_cpuid_entry2], spec: &CpuidSpec) {
                 // The highest paravirt leaf: KVM_CPUID_FEATURES at least.
                 e.eax = e.eax.max(KVM_CPUID_FEATURES);
             }
-            0x8000_0001 if !spec.nested_virt => e.ecx &= !EXT1_ECX_SVM,
+            0x8000_0000 if amd => e.eax = e.eax.max(AMD_EXT_APIC_ID),
+            0x8000_0001 => {
+                if amd {
+                    e.ecx |= EXT1_ECX_TOPOEXT;
+                }
+                if !spec.nested_virt {
+                    e.ecx &= !EXT1_ECX_SVM;
+                }
+            }
             0x8000_0008 => {
                 // AMD: number of cores - 1 in ECX 7:0; APIC id size 0 means "derive it".
                 e.ecx = (e.ecx & !0xf0ff) | ((count - 1) & 0xff);
@@ -209,6 +248,44 @@ mod tests {
         patch_entries(&mut e, &nested);
         assert_ne!(e[0].ecx & LEAF1_ECX_VMX, 0);
         assert_eq!(e[1].ecx, EXT1_ECX_SVM);
+    }
+
+    fn amd_vendor() -> kvm_cpuid_entry2 {
+        let mut e = entry(0, 0);
+        e.ebx = AMD_VENDOR_EBX;
+        e
+    }
+
+    #[test]
+    fn patch_entries_amd_topoext_and_extended_max_leaf() {
+        let mut e = [amd_vendor(), entry(0x8000_0000, 0), entry(0x8000_0001, 0)];
+        e[1].eax = 0x8000_000a;
+        patch_entries(&mut e, &spec(0, 2));
+        assert_eq!(e[1].eax, AMD_EXT_APIC_ID);
+        assert_eq!(e[2].ecx, EXT1_ECX_TOPOEXT);
+    }
+
+    #[test]
+    fn patch_entries_intel_no_topoext() {
+        let mut e = [entry(0, 0), entry(0x8000_0001, 0)];
+        patch_entries(&mut e, &spec(0, 2));
+        assert_eq!(e[1].ecx, 0);
+    }
+
+    #[test]
+    fn add_missing_leaves_amd_adds_ext_apic_id_once() {
+        let mut cpuid = CpuId::from_entries(&[amd_vendor()]).unwrap();
+        add_missing_leaves(&mut cpuid).unwrap();
+        add_missing_leaves(&mut cpuid).unwrap();
+        let n = cpuid
+            .as_slice()
+            .iter()
+            .filter(|e| e.function == AMD_EXT_APIC_ID)
+            .count();
+        assert_eq!(n, 1);
+        patch_entries(cpuid.as_mut_slice(), &spec(1, 2));
+        let leaf = cpuid.as_slice()[1];
+        assert_eq!((leaf.eax, leaf.ebx, leaf.ecx), (1, 1, 0));
     }
 
     #[test]
