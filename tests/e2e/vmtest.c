@@ -35,6 +35,7 @@
  *   --empty-port-map     krun_set_port_map with an empty list (exposes no guest port)
  *   --vsock-port=PORT:PATH[:listen]  krun_add_vsock_port2(PORT, PATH, listen) (repeatable;
  *                        PATH must not contain ':')
+ *   --nested             krun_set_nested_virt(ctx, true)
  *   --pid-file=F         write this process's id (the VMM's) to F before the VM starts
  * Consoles (issue #9), applied in the order given:
  *   --disable-implicit-console   krun_disable_implicit_console
@@ -109,6 +110,7 @@ struct options {
     char *consoles[MAX_LIST]; /* console options, "K:VALUE" with K the option's letter */
     int console_count;
     const char *try_net; /* --try-net=KIND:ARG; NULL if not given */
+    int nested;
     char *const *exec_argv; /* NULL-terminated, [0] is the command; NULL if none */
 };
 
@@ -122,6 +124,7 @@ static void usage(void)
             "              [--disable-implicit-vsock] [--add-vsock=FEATURES]\n"
             "              [--port-map=HOST:GUEST]... [--empty-port-map]\n"
             "              [--vsock-port=PORT:PATH[:listen]]... [--pid-file=FILE] [--try-net=KIND:ARG]\n"
+            "              [--vsock-port=PORT:PATH[:listen]]... [--pid-file=FILE] [--nested]\n"
             "              [--no-exec] [-- COMMAND [ARGS...]]\n");
     exit(2);
 }
@@ -211,6 +214,7 @@ static void parse(int argc, char **argv, struct options *o)
         {"port-tty", required_argument, NULL, 1006},
         {"serial", required_argument, NULL, 1007},
         {"try-net", required_argument, NULL, 'T'},
+        {"nested", no_argument, NULL, 'n'},
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof(*o));
@@ -302,6 +306,7 @@ static void parse(int argc, char **argv, struct options *o)
             break;
         }
         case 'T': o->try_net = optarg; break;
+        case 'n': o->nested = 1; break;
         default: usage();
         }
     }
@@ -498,6 +503,8 @@ static uint32_t configure(struct options *o)
     configure_consoles(o, id);
     if (o->try_net)
         try_net(id, o->try_net);
+    if (o->nested)
+        check(krun_set_nested_virt(id, true), "krun_set_nested_virt");
     if (o->workdir)
         check(krun_set_workdir(id, o->workdir), "krun_set_workdir");
     if (o->rlimit_count > 0)

@@ -7,6 +7,7 @@
 
 pub mod console;
 pub mod fs;
+pub mod legacy;
 pub mod mmio;
 pub mod virtio;
 pub mod vsock;

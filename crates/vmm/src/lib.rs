@@ -8,6 +8,7 @@ pub mod cmdline;
 pub mod config;
 mod consoles;
 mod device_manager;
+mod exits;
 pub mod host;
 pub mod krunfw;
 pub mod layout;

@@ -13,12 +13,15 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use crate::boot::{cpuid, msr, regs};
 use crate::device_manager::MmioBus;
+use crate::exits::{ExitCounts, ExitKind};
 use crate::pio::{PioAction, PortIoBus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VcpuError {
     #[error("cannot set CPUID")]
     Cpuid(#[source] kvm_ioctls::Error),
+    #[error("cannot add CPUID leaves")]
+    CpuidLeaves,
     #[error("cannot build the MSR list")]
     MsrList,
     #[error("cannot set MSRs ({set} of {want} accepted)")]
@@ -120,6 +123,10 @@ pub struct BootSetup<'a> {
     /// `KVM_GET_SUPPORTED_CPUID`, unpatched.
     pub supported_cpuid: &'a CpuId,
     pub vcpus: u8,
+    /// Expose VMX/SVM to the guest (`krun_set_nested_virt`).
+    pub nested_virt: bool,
+    /// KVM emulates the TSC-deadline timer: advertise it in CPUID.
+    pub tsc_deadline: bool,
     pub entry_addr: u64,
     pub cr3: u64,
 }
@@ -128,7 +135,14 @@ pub struct BootSetup<'a> {
 /// the others wait for the guest's INIT/SIPI in the in-kernel LAPIC.
 pub fn configure(fd: &VcpuFd, id: u8, boot: &BootSetup<'_>) -> Result<(), VcpuError> {
     let mut cpuid = boot.supported_cpuid.clone();
-    cpuid::patch_entries(cpuid.as_mut_slice(), id, boot.vcpus);
+    cpuid::add_missing_leaves(&mut cpuid).map_err(|_| VcpuError::CpuidLeaves)?;
+    let spec = cpuid::CpuidSpec {
+        apic_id: id,
+        vcpus: boot.vcpus,
+        nested_virt: boot.nested_virt,
+        tsc_deadline: boot.tsc_deadline,
+    };
+    cpuid::patch_entries(cpuid.as_mut_slice(), &spec);
     fd.set_cpuid2(&cpuid).map_err(VcpuError::Cpuid)?;
 
     let entries = msr::boot_msr_entries();
@@ -208,6 +222,8 @@ pub struct Shared {
     pub stop: AtomicBool,
     pub started: Instant,
     pub first_entry: Once,
+    /// The exits that reached user space, logged when the VM ends.
+    pub exits: ExitCounts,
 }
 
 /// One vCPU thread's body: runs until the guest or another vCPU ends the VM.
@@ -253,9 +269,21 @@ fn handle_exit(
 ) -> Option<VcpuEnd> {
     let exit = match exit {
         Ok(exit) => exit,
-        Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => return None,
+        Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+            shared.exits.count(ExitKind::Interrupted);
+            return None;
+        }
         Err(e) => return Some(VcpuEnd::Failed(VcpuError::Run(e))),
     };
+    let exits = &shared.exits;
+    match &exit {
+        VcpuExit::IoIn(port, _) => exits.count_port(ExitKind::IoIn, *port),
+        VcpuExit::IoOut(port, _) => exits.count_port(ExitKind::IoOut, *port),
+        VcpuExit::MmioRead(addr, _) => exits.count_mmio(ExitKind::MmioRead, *addr),
+        VcpuExit::MmioWrite(addr, _) => exits.count_mmio(ExitKind::MmioWrite, *addr),
+        VcpuExit::Intr => exits.count(ExitKind::Interrupted),
+        _ => exits.count(ExitKind::Other),
+    }
     match exit {
         VcpuExit::IoIn(port, data) => shared.pio.read(port, data),
         VcpuExit::IoOut(port, data) => {

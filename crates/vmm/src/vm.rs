@@ -252,6 +252,19 @@ fn create_serial(
     Ok(Some(device))
 }
 
+/// The CMOS RTC, its memory-size bytes matching the RAM layout of `ram_mib`.
+fn cmos_for(ram_mib: u32) -> devices::legacy::Cmos {
+    let (mut below, mut above) = (0, 0);
+    for (start, size) in crate::layout::ram_ranges(u64::from(ram_mib) << 20) {
+        if start < crate::layout::FIRST_ADDR_PAST_32BITS {
+            below += size;
+        } else {
+            above += size;
+        }
+    }
+    devices::legacy::Cmos::new(below, above, devices::legacy::SystemClock)
+}
+
 impl Vm {
     /// Builds the VM: KVM, guest memory, kernel, devices, vCPUs (not yet running).
     pub fn new(config: VmConfig) -> Result<Vm, VmError> {
@@ -351,9 +364,17 @@ impl Vm {
         let supported_cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(VmError::SupportedCpuid)?;
+        if config.nested_virt && !boot::cpuid::offers_virtualization(supported_cpuid.as_slice()) {
+            log::warn!(
+                "nested virtualization ignored: the host's KVM does not allow it (the \
+                 kvm_amd/kvm_intel module's nested parameter is off), the guest sees no SVM/VMX"
+            );
+        }
         let setup = BootSetup {
             supported_cpuid: &supported_cpuid,
             vcpus: config.vcpus,
+            nested_virt: config.nested_virt,
+            tsc_deadline: kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer),
             entry_addr: kernel.entry_addr,
             cr3,
         };
@@ -371,11 +392,12 @@ impl Vm {
         let raw_modes = devices.take_raw_modes();
         let serial = create_serial(&vm_fd, &config, debug_cmdline.is_some())?;
         let shared = Arc::new(Shared {
-            pio: PortIoBus::new(serial),
+            pio: PortIoBus::new(serial).with_cmos(cmos_for(config.ram_mib)),
             mmio: devices.into_bus(),
             stop: AtomicBool::new(false),
             started,
             first_entry: Once::new(),
+            exits: Default::default(),
         });
         log::debug!(
             "VM built in {:?}: {} vCPUs, {} MiB, kernel {} bytes at {:#x}",
@@ -446,6 +468,11 @@ impl Vm {
         for raw in &mut self.raw_modes {
             raw.restore();
         }
+        log::debug!(
+            "{} ({:?} after Vm::new started)",
+            self.shared.exits.summary(),
+            self.shared.started.elapsed()
+        );
         if let Some(e) = spawn_error {
             return Err(e);
         }
