@@ -122,6 +122,30 @@ fn passthrough_config(root_dir: String) -> Config {
     }
 }
 
+/// FUSE_INIT options the share asks for on top of what `PassthroughFs::init` wants (it asks
+/// only for readdirplus and leaves the rest to a server, which fuse-backend-rs's `Server`
+/// does not add). Upstream libkrun's server offers these as well. Without them the guest
+/// kernel falls back to 4 KiB writes (`max_write` stays at fuse-backend-rs's 4096 unless
+/// BIG_WRITES or MAX_PAGES is on), 128 KiB reads, one read in flight per file and one
+/// directory operation at a time per directory:
+/// - `MAX_PAGES`, `BIG_WRITES`: `max_pages` 256 and `max_write` 1 MiB, so a 1 MiB `write()`
+///   or readahead is one request instead of 256 (writes) or 8 (reads);
+/// - `ASYNC_READ`: the guest may keep several reads (readahead) queued;
+/// - `PARALLEL_DIROPS`: lookups and readdirs in one directory need not be serialized;
+/// - `AUTO_INVAL_DATA`: the guest drops cached pages when it sees a changed mtime/size, so
+///   host-side changes show up without the cache policy having to disable the page cache;
+/// - `ASYNC_DIO`: direct I/O may be split into concurrent requests.
+///
+/// Not asked for: WRITEBACK_CACHE (see [`passthrough_config`]), HANDLE_KILLPRIV(_V2) (same),
+/// ATOMIC_O_TRUNC (the guest sends a separate SETATTR instead, which the read-only and
+/// virtual-file checks already cover), SUBMOUNTS, HAS_IOCTL_DIR.
+const SERVER_OPTIONS: FsOptions = FsOptions::MAX_PAGES
+    .union(FsOptions::BIG_WRITES)
+    .union(FsOptions::ASYNC_READ)
+    .union(FsOptions::PARALLEL_DIROPS)
+    .union(FsOptions::AUTO_INVAL_DATA)
+    .union(FsOptions::ASYNC_DIO);
+
 fn err(errno: i32) -> io::Error {
     io::Error::from_raw_os_error(errno)
 }
@@ -290,7 +314,12 @@ impl FileSystem for ShareFs {
     type Handle = u64;
 
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
-        self.inner.init(capable)
+        let want = self.inner.init(capable)? | SERVER_OPTIONS;
+        log::debug!(
+            "fuse init: guest offers {capable:?}, we enable {:?}",
+            capable & want
+        );
+        Ok(want)
     }
 
     fn destroy(&self) {

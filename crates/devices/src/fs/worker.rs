@@ -4,11 +4,13 @@
 //! a request blocks the thread while the host syscall runs, which is what upstream libkrun
 //! does as well and keeps the passthrough's per-thread credential switching simple.
 
+use std::fmt::Write as _;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use fuse_backend_rs::abi::fuse_abi::InHeader;
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{Reader, VirtioFsWriter, Writer};
 use nix::sched::CloneFlags;
@@ -34,6 +36,47 @@ pub(crate) struct Worker {
     /// One server for the device's activation: it keeps the protocol version FUSE_INIT
     /// negotiated, which later replies depend on.
     server: Server<Arc<ShareFs>>,
+    /// Requests served and their lengths, per opcode, logged at debug when the worker ends.
+    stats: RequestStats,
+}
+
+/// Opcodes below this are counted one by one; larger ones (CUSE_INIT, junk) share the last
+/// slot, so a guest cannot grow the table.
+const STAT_SLOTS: usize = 64;
+
+/// Per-opcode request counts and total request bytes (header included), for finding out
+/// what a workload costs (sizes and opcodes the guest kernel sends).
+struct RequestStats {
+    count: [u64; STAT_SLOTS],
+    bytes: [u64; STAT_SLOTS],
+}
+
+impl RequestStats {
+    fn new() -> Self {
+        Self {
+            count: [0; STAT_SLOTS],
+            bytes: [0; STAT_SLOTS],
+        }
+    }
+
+    fn record(&mut self, opcode: u32, len: u32) {
+        let slot = usize::try_from(opcode).map_or(STAT_SLOTS - 1, |o| o.min(STAT_SLOTS - 1));
+        self.count[slot] = self.count[slot].saturating_add(1);
+        self.bytes[slot] = self.bytes[slot].saturating_add(u64::from(len));
+    }
+
+    fn log(&self, id: &str) {
+        if !log::log_enabled!(log::Level::Debug) {
+            return;
+        }
+        let mut line = String::new();
+        for (opcode, (&count, &bytes)) in self.count.iter().zip(&self.bytes).enumerate() {
+            if count != 0 {
+                let _ = write!(line, " op{opcode}:{count}/{bytes}B");
+            }
+        }
+        log::debug!("{id}: requests served (opcode:count/bytes):{line}");
+    }
 }
 
 /// A running worker. Stopping (or dropping) it lets the thread finish every request the
@@ -95,6 +138,7 @@ impl Worker {
             interrupt,
             fs,
             server,
+            stats: RequestStats::new(),
         }
     }
 
@@ -132,6 +176,7 @@ impl Worker {
                         for index in 0..self.queues.len() {
                             self.process_queue(index);
                         }
+                        self.stats.log(&self.id);
                         return;
                     }
                     token => {
@@ -179,7 +224,14 @@ impl Worker {
         let mut used_any = false;
         while let Some(chain) = queue.pop_descriptor_chain(&self.mem) {
             let head = chain.head_index();
-            let len = serve_chain(&self.id, &self.fs, &self.server, &self.mem, chain);
+            let len = serve_chain(
+                &self.id,
+                &self.fs,
+                &self.server,
+                &self.mem,
+                chain,
+                &mut self.stats,
+            );
             if let Err(e) = queue.add_used(&self.mem, head, len) {
                 log::error!("{}: cannot return descriptor {head}: {e}", self.id);
                 break;
@@ -211,6 +263,7 @@ fn serve_chain(
     server: &Server<Arc<ShareFs>>,
     mem: &GuestMemory,
     chain: DescriptorChain<&GuestMemory>,
+    stats: &mut RequestStats,
 ) -> u32 {
     let reader = match Reader::from_descriptor_chain(mem, chain.clone()) {
         Ok(reader) => reader,
@@ -226,6 +279,15 @@ fn serve_chain(
             return 0;
         }
     };
+    if let Ok(header) = reader.clone().read_obj::<InHeader>() {
+        log::trace!(
+            "{id}: request op {} len {} node {}",
+            header.opcode,
+            header.len,
+            header.nodeid
+        );
+        stats.record(header.opcode, header.len);
+    }
     fs.intercept_exit_code(&reader);
     match server.handle_message(reader, writer, None, None) {
         Ok(written) => u32::try_from(written).unwrap_or(u32::MAX),

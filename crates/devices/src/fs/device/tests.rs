@@ -253,6 +253,58 @@ fn fs_lookup_missing_file_replies_enoent() {
     assert!(fs.reset());
 }
 
+/// The INIT reply turns on 1 MiB requests and the concurrency options (without them the
+/// guest writes in 4 KiB requests), echoes the guest's readahead, and never writeback caching.
+#[test]
+fn fs_init_reply_enables_large_requests_and_not_writeback() {
+    use fuse_backend_rs::abi::fuse_abi::FsOptions;
+    let dir = TempDir::new_with_prefix("/tmp/krun-fs-dev-").unwrap();
+    let mut fs = Fs::new(config(&dir)).unwrap();
+    let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap();
+    let hiprio = MockSplitQueue::create(&mem, GuestAddress(HIPRIO_RING), QUEUE_LEN);
+    let request = MockSplitQueue::create(&mem, GuestAddress(REQUEST_RING), QUEUE_LEN);
+    let (hiprio_queue, _) = active_queue(&hiprio);
+    let (request_queue, request_evt) = active_queue(&request);
+    fs.activate(ActivationContext {
+        mem: mem.clone(),
+        queues: vec![hiprio_queue, request_queue],
+        interrupt: Arc::new(FakeInterrupt::default()),
+        acked_features: features::VIRTIO_F_VERSION_1,
+    })
+    .unwrap();
+    let mut driver = Driver {
+        mem: &mem,
+        queue: request,
+        notify_evt: request_evt,
+        next_desc: 0,
+        next_unique: 1,
+        used: 0,
+    };
+    let wanted = FsOptions::MAX_PAGES
+        | FsOptions::BIG_WRITES
+        | FsOptions::ASYNC_READ
+        | FsOptions::PARALLEL_DIROPS
+        | FsOptions::AUTO_INVAL_DATA
+        | FsOptions::ASYNC_DIO
+        | FsOptions::DO_READDIRPLUS;
+    let offered = wanted | FsOptions::WRITEBACK_CACHE | FsOptions::HANDLE_KILLPRIV_V2;
+    let init_in = InitIn {
+        major: 7,
+        minor: 31,
+        max_readahead: 0x20000,
+        flags: u32::try_from(offered.bits()).unwrap(),
+    };
+    let (hdr, body) = driver.call(Opcode::Init, 0, init_in.as_slice());
+    fs.shutdown();
+
+    assert_eq!(hdr.error, 0);
+    let out = InitOut::from_slice(&body[..size_of::<InitOut>()]).unwrap();
+    assert_eq!(u64::from(out.flags) & offered.bits(), wanted.bits());
+    assert_eq!(out.max_write, 1 << 20);
+    assert_eq!(out.max_pages, 256);
+    assert_eq!(out.max_readahead, 0x20000);
+}
+
 #[test]
 fn fs_config_space_holds_tag_and_queue_count() {
     let dir = TempDir::new_with_prefix("/tmp/krun-fs-dev-").unwrap();
