@@ -31,7 +31,9 @@ use crate::process::{self, IdError};
 use crate::serial::{SerialDevice, COM1_IRQ};
 use crate::vcpu::{self, BootSetup, Shared, VcpuEnd, VcpuError};
 use crate::vsock_plan::{self, VsockPlanError};
-use crate::workload::{self, CmdlineWorkload, Workload, EXEC_JSON_NAME};
+use contract::EXEC_FILE_NAME;
+
+use crate::workload::{self, CmdlineWorkload, Workload};
 
 /// Extra kernel command line options for debugging (e.g. `earlyprintk=ttyS0 console=ttyS0`);
 /// setting it also puts a UART at 0x3f8 whose output is logged at debug level (unless the
@@ -177,7 +179,7 @@ fn plan_workload(
     let words = match workload::plan(&config.exec) {
         Workload::Cmdline(words) => words,
         Workload::ExecJson(json) => {
-            log::debug!("workload passed in /{EXEC_JSON_NAME}: the kernel cannot carry it");
+            log::debug!("workload passed in /{EXEC_FILE_NAME}: the kernel cannot carry it");
             return (None, Some(json));
         }
     };
@@ -199,7 +201,7 @@ fn plan_workload(
     match trial {
         Ok(_) => (Some(words), None),
         Err(e) => {
-            log::debug!("workload passed in /{EXEC_JSON_NAME}: {e}");
+            log::debug!("workload passed in /{EXEC_FILE_NAME}: {e}");
             let env = workload::resolve_env(&config.exec);
             (None, Some(workload::exec_json(&config.exec, &env)))
         }
@@ -312,7 +314,7 @@ impl Vm {
                 }
                 if let Some(json) = exec_json {
                     files.push(devices::fs::VirtualFile {
-                        name: EXEC_JSON_NAME.to_string(),
+                        name: EXEC_FILE_NAME.to_string(),
                         bytes: json.into(),
                         mode: 0o444,
                     });
