@@ -112,38 +112,6 @@ pub enum VmError {
     },
 }
 
-impl VmError {
-    /// The errno that best describes this error, for the C ABI (positive).
-    pub fn errno(&self) -> i32 {
-        match self {
-            VmError::VcpuCount { .. } => libc::EINVAL,
-            VmError::Unsupported(_) => libc::ENOTSUP,
-            VmError::Krunfw(KrunfwError::Open(_)) => libc::ENOENT,
-            VmError::Krunfw(_) => libc::EINVAL,
-            VmError::KvmOpen(e)
-            | VmError::CreateVm(e)
-            | VmError::TssAddress(e)
-            | VmError::IdentityMap(e)
-            | VmError::IrqChip(e)
-            | VmError::Pit(e)
-            | VmError::SupportedCpuid(e)
-            | VmError::CreateVcpu { source: e, .. } => e.errno(),
-            VmError::Memory(e) => e.errno(),
-            VmError::Device(e) => e.errno(),
-            VmError::Cmdline(CmdlineError::TooLong { .. }) => libc::E2BIG,
-            VmError::Cmdline(CmdlineError::Invalid { .. }) => libc::EINVAL,
-            VmError::LoadCmdline(_) | VmError::Boot(_) => libc::EINVAL,
-            VmError::ConfigureVcpu { source, .. } | VmError::Vcpu { source, .. } => source.errno(),
-            VmError::KickHandler(e) => e.errno(),
-            VmError::Serial(e) => e.raw_os_error().unwrap_or(libc::EIO),
-            VmError::SerialIrq(e) => e.errno(),
-            VmError::Ids(e) => e.errno(),
-            VmError::Vsock(_) => libc::EINVAL,
-            VmError::SpawnVcpu { source, .. } => source.raw_os_error().unwrap_or(libc::EAGAIN),
-        }
-    }
-}
-
 /// A built microVM, ready to run.
 pub struct Vm {
     /// Configured vCPUs, not yet running; vCPU 0 is the boot CPU.
