@@ -219,9 +219,9 @@ fn redirect_virtio_ports() {
             continue;
         };
         let (target, flags) = match name.trim_end() {
-            "krun-stdin" => (0, libc::O_RDONLY),
-            "krun-stdout" => (1, libc::O_WRONLY),
-            "krun-stderr" => (2, libc::O_WRONLY),
+            contract::PORT_STDIN => (0, libc::O_RDONLY),
+            contract::PORT_STDOUT => (1, libc::O_WRONLY),
+            contract::PORT_STDERR => (2, libc::O_WRONLY),
             _ => continue,
         };
         let mut dev = b"/dev/".to_vec();

@@ -11,7 +11,6 @@ macro_rules! diag {
 pub(crate) use diag;
 
 mod exec;
-mod json;
 mod mounts;
 mod net;
 mod reaper;

@@ -1,7 +1,7 @@
 //! Ending the VM: hand the workload's exit code to the VMM, flush, and reboot.
 //!
 //! The code travels as a FUSE ioctl on the virtio-fs root: init opens `/` read-only and calls
-//! `ioctl(fd, 0x7602, code)` with the code as the integer argument, exactly as upstream's init
+//! `ioctl(fd, KRUN_EXIT_CODE_IOCTL, code)` with the code as the integer argument, exactly as upstream's init
 //! does; the VMM's fs device records it. The kernel runs with `reboot=k panic=-1`, so
 //! `reboot(RB_AUTOBOOT)` makes the vCPU leave and the VMM exit with the recorded code.
 
@@ -11,7 +11,7 @@ use std::io;
 use thiserror::Error;
 
 /// `_IO('v', 2)`: no direction and no size, so the kernel passes the argument through as is.
-pub const KRUN_EXIT_CODE_IOCTL: libc::c_ulong = 0x7602;
+pub const KRUN_EXIT_CODE_IOCTL: libc::c_ulong = contract::EXIT_CODE_IOCTL as libc::c_ulong;
 /// `statfs` type of FUSE mounts, virtio-fs included.
 pub const FUSE_SUPER_MAGIC: libc::c_long = 0x6573_5546;
 
@@ -23,7 +23,7 @@ pub enum ReportError {
     NotVirtiofs(i64),
     #[error("cannot open /: {}", crate::exec::describe(.0))]
     Open(#[source] io::Error),
-    #[error("exit-code ioctl 0x7602 failed: {}", crate::exec::describe(.0))]
+    #[error("exit-code ioctl {KRUN_EXIT_CODE_IOCTL:#x} failed: {}", crate::exec::describe(.0))]
     Ioctl(#[source] io::Error),
 }
 

@@ -13,20 +13,22 @@ use std::io;
 
 use thiserror::Error;
 
-use crate::json::{self, JsonError, Value};
+use contract::{keys, ExecConfig};
+use serde_json::Value;
+
 use crate::rlimits::{self, Rlimit, RlimitParseError};
 
 /// crun's file: the whole OCI runtime config (`KRUN_CONFIG` overrides the path, as upstream).
 pub const CONFIG_PATH: &str = "/.krun_config.json";
 /// Our VMM's file; when present its fields win over everything else. Format: `README.md`.
-pub const EXEC_PATH: &str = "/.krun_exec.json";
+pub const EXEC_PATH: &str = contract::EXEC_FILE_PATH;
 /// Used when neither the exec file, `KRUN_INIT` nor the config names a program.
 pub const DEFAULT_PROGRAM: &str = "/bin/sh";
 /// Hostname when the workload environment has no `HOSTNAME` (upstream's default).
 pub const DEFAULT_HOSTNAME: &str = "localhost";
 
 /// Environment variables that steer init itself; none of them reaches the workload.
-pub const CONTROL_PREFIX: &str = "KRUN_";
+pub const CONTROL_PREFIX: &str = keys::PREFIX;
 
 #[derive(Debug, Error)]
 pub enum WorkloadError {
@@ -40,13 +42,7 @@ pub enum WorkloadError {
     Json {
         path: String,
         #[source]
-        source: JsonError,
-    },
-    #[error("{path}: \"{key}\" must be {expected}")]
-    Field {
-        path: &'static str,
-        key: &'static str,
-        expected: &'static str,
+        source: serde_json::Error,
     },
     #[error("{path}: {source}")]
     Rlimit {
@@ -136,7 +132,7 @@ pub fn load(kernel: KernelInput) -> Result<Workload, WorkloadError> {
         Some(text) => Some(parse_exec_file(&text)?),
         None => None,
     };
-    let config_path = kernel.var("KRUN_CONFIG").unwrap_or(CONFIG_PATH).to_string();
+    let config_path = kernel.var(keys::CONFIG).unwrap_or(CONFIG_PATH).to_string();
     let config = match read_optional(&config_path) {
         Ok(Some(text)) => match parse_container_config(&text) {
             Ok(config) => Some(config),
@@ -187,7 +183,7 @@ pub fn resolve(
     for (key, value) in &config.env {
         set_var(&mut env, key, value, key == "HOME" || key == "TERM");
     }
-    for (control, key) in [("KRUN_HOME", "HOME"), ("KRUN_TERM", "TERM")] {
+    for (control, key) in [(keys::HOME, "HOME"), (keys::TERM, "TERM")] {
         if let Some(value) = kernel.var(control) {
             set_var(&mut env, key, value, true);
         }
@@ -195,7 +191,7 @@ pub fn resolve(
 
     let argv = if let Some(exec) = exec_file.exec {
         std::iter::once(exec).chain(exec_file.args).collect()
-    } else if let Some(init) = kernel.var("KRUN_INIT") {
+    } else if let Some(init) = kernel.var(keys::INIT) {
         std::iter::once(init.to_string())
             .chain(kernel.args.iter().cloned())
             .collect()
@@ -209,14 +205,14 @@ pub fn resolve(
 
     let workdir = exec_file
         .workdir
-        .or_else(|| kernel.var("KRUN_WORKDIR").map(str::to_string))
+        .or_else(|| kernel.var(keys::WORKDIR).map(str::to_string))
         .or(config.cwd)
         .filter(|w| !w.is_empty());
 
     let rlimits = match exec_file.rlimits {
         Some(limits) => limits,
         None => {
-            let (limits, errors) = rlimits::parse_list(kernel.var("KRUN_RLIMITS").unwrap_or(""));
+            let (limits, errors) = rlimits::parse_list(kernel.var(keys::RLIMITS).unwrap_or(""));
             for err in errors {
                 crate::diag!("KRUN_RLIMITS: {err}");
             }
@@ -226,11 +222,11 @@ pub fn resolve(
 
     let uid = match exec_file.uid {
         Some(uid) => Some(uid),
-        None => parse_id(&kernel, "KRUN_UID")?,
+        None => parse_id(&kernel, keys::UID)?,
     };
     let gid = match exec_file.gid {
         Some(gid) => Some(gid),
-        None => parse_id(&kernel, "KRUN_GID")?,
+        None => parse_id(&kernel, keys::GID)?,
     };
 
     let hostname = env
@@ -249,7 +245,7 @@ pub fn resolve(
         gid,
         hostname,
         exec_as_pid1: kernel
-            .var("KRUN_INIT_PID1")
+            .var(keys::INIT_PID1)
             .is_some_and(|v| v.starts_with('1')),
         tmpfs: config.tmpfs,
     })
@@ -287,66 +283,26 @@ fn split_env(entries: &[String]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Decodes `/.krun_exec.json`; every key is optional, wrong types are errors.
+/// Decodes `/.krun_exec.json` (the contract's [`ExecConfig`]); every key is optional, wrong
+/// types are errors.
 pub fn parse_exec_file(text: &str) -> Result<ExecFile, WorkloadError> {
-    let root = json::parse(text).map_err(|source| WorkloadError::Json {
+    let config = ExecConfig::from_json(text).map_err(|source| WorkloadError::Json {
         path: EXEC_PATH.to_string(),
         source,
     })?;
-    if !matches!(root, Value::Object(_)) {
-        return Err(exec_field("(document)", "an object"));
-    }
-    let string = |key: &'static str| -> Result<Option<String>, WorkloadError> {
-        match root.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(exec_field(key, "a string")),
-        }
-    };
-    let strings = |key: &'static str| -> Result<Vec<String>, WorkloadError> {
-        match root.get(key) {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(value) => {
-                string_array(value).ok_or_else(|| exec_field(key, "an array of strings"))
-            }
-        }
-    };
-    let id = |key: &'static str| -> Result<Option<u32>, WorkloadError> {
-        match root.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(value) => value
-                .as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .map(Some)
-                .ok_or_else(|| exec_field(key, "a 32-bit unsigned integer")),
-        }
-    };
-    let rlimits = match root.get("rlimits") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(list)) => Some(parse_exec_rlimits(list.split(','))?),
-        Some(value) => {
-            let items = string_array(value)
-                .ok_or_else(|| exec_field("rlimits", "a string or an array of strings"))?;
-            Some(parse_exec_rlimits(items.iter().map(String::as_str))?)
-        }
+    let rlimits = match config.rlimits {
+        None => None,
+        Some(items) => Some(parse_exec_rlimits(items.iter().map(String::as_str))?),
     };
     Ok(ExecFile {
-        exec: string("exec")?.filter(|e| !e.is_empty()),
-        args: strings("args")?,
-        env: split_env(&strings("env")?),
-        workdir: string("workdir")?,
+        exec: config.exec.filter(|e| !e.is_empty()),
+        args: config.args,
+        env: split_env(&config.env),
+        workdir: config.workdir,
         rlimits,
-        uid: id("uid")?,
-        gid: id("gid")?,
+        uid: config.uid,
+        gid: config.gid,
     })
-}
-
-fn exec_field(key: &'static str, expected: &'static str) -> WorkloadError {
-    WorkloadError::Field {
-        path: EXEC_PATH,
-        key,
-        expected,
-    }
 }
 
 fn parse_exec_rlimits<'a>(
@@ -364,19 +320,11 @@ fn parse_exec_rlimits<'a>(
         .collect()
 }
 
-fn string_array(value: &Value) -> Option<Vec<String>> {
-    value
-        .as_array()?
-        .iter()
-        .map(|item| item.as_str().map(str::to_string))
-        .collect()
-}
-
 /// Decodes crun's OCI config (`process.args/env/cwd`) or a Docker-style image config
 /// (`Cmd`/`Entrypoint`/`Env`/`WorkingDir`, also nested under `config`, and the flat
 /// `args`/`env`/`cwd`). `Entrypoint` is prepended to `Cmd`. Non-string items are skipped.
-pub fn parse_container_config(text: &str) -> Result<ContainerConfig, JsonError> {
-    let root = json::parse(text)?;
+pub fn parse_container_config(text: &str) -> Result<ContainerConfig, serde_json::Error> {
+    let root: Value = serde_json::from_str(text)?;
     let mut config = ContainerConfig {
         tmpfs: tmpfs_mounts(&root),
         ..ContainerConfig::default()

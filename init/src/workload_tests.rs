@@ -286,17 +286,17 @@ fn parse_exec_file_empty_object_is_all_default() {
 
 #[test]
 fn parse_exec_file_wrong_types_are_errors() {
-    for (doc, key) in [
-        (r#"{"exec": 1}"#, "exec"),
-        (r#"{"args": "x"}"#, "args"),
-        (r#"{"args": [1]}"#, "args"),
-        (r#"{"env": {"A": "1"}}"#, "env"),
-        (r#"{"uid": -1}"#, "uid"),
-        (r#"{"gid": 4294967296}"#, "gid"),
-        (r#"{"rlimits": 7}"#, "rlimits"),
+    for doc in [
+        r#"{"exec": 1}"#,
+        r#"{"args": "x"}"#,
+        r#"{"args": [1]}"#,
+        r#"{"env": {"A": "1"}}"#,
+        r#"{"uid": -1}"#,
+        r#"{"gid": 4294967296}"#,
+        r#"{"rlimits": 7}"#,
     ] {
         match parse_exec_file(doc) {
-            Err(WorkloadError::Field { key: got, .. }) => assert_eq!(got, key, "{doc}"),
+            Err(WorkloadError::Json { .. }) => {}
             other => panic!("{doc}: {other:?}"),
         }
     }
@@ -316,4 +316,56 @@ fn parse_exec_file_not_json_is_error() {
         parse_exec_file("exec=/bin/sh"),
         Err(WorkloadError::Json { .. })
     ));
+}
+
+#[test]
+fn parse_exec_file_reads_what_the_contract_writes() {
+    // The VMM writes `/.krun_exec.json` with `ExecConfig::to_json` (vmm::workload::exec_json).
+    let written = contract::ExecConfig {
+        exec: Some("/bin/sh".into()),
+        args: strings(&["-c", "echo \"hi\" ü\n", ""]),
+        env: strings(&["A=b c", "NOEQUALS", "lower=1"]),
+        workdir: Some("/srv".into()),
+        rlimits: Some(strings(&["7=1024:4096", "6=100:200"])),
+        uid: Some(4_294_967_295),
+        gid: Some(0),
+    }
+    .to_json();
+    let e = parse_exec_file(std::str::from_utf8(&written).unwrap()).unwrap();
+    assert_eq!(e.exec.as_deref(), Some("/bin/sh"));
+    assert_eq!(e.args, strings(&["-c", "echo \"hi\" ü\n", ""]));
+    assert_eq!(e.env, pairs(&[("A", "b c"), ("lower", "1")]));
+    assert_eq!(e.workdir.as_deref(), Some("/srv"));
+    assert_eq!(e.rlimits.map(|r| r.len()), Some(2));
+    assert_eq!((e.uid, e.gid), (Some(4_294_967_295), Some(0)));
+}
+
+#[test]
+fn parse_exec_file_non_object_is_error() {
+    for doc in ["[]", "\"x\"", "null", "1"] {
+        assert!(
+            matches!(parse_exec_file(doc), Err(WorkloadError::Json { .. })),
+            "{doc}"
+        );
+    }
+}
+
+#[test]
+fn parse_container_config_escapes_and_non_string_items() {
+    let c = parse_container_config(
+        r#"{"process": {"args": ["echo", 1, "\u00fc\"\n", null], "env": ["A=1", 2, "B"],
+                        "cwd": "/w"}}"#,
+    )
+    .unwrap();
+    assert_eq!(c.argv, Some(strings(&["echo", "ü\"\n"])));
+    assert_eq!(c.env, pairs(&[("A", "1")]));
+    assert_eq!(c.cwd.as_deref(), Some("/w"));
+}
+
+#[test]
+fn parse_container_config_null_arrays_are_absent() {
+    let c =
+        parse_container_config(r#"{"Cmd": null, "config": {"Cmd": ["sh"], "Env": null}}"#).unwrap();
+    assert_eq!(c.argv, Some(strings(&["sh"])));
+    assert!(c.env.is_empty());
 }

@@ -1,5 +1,6 @@
 //! The FFI boundary: the panic guard every export runs in, C argument decoding, and the one
-//! function that turns an error into a negative errno.
+//! function that turns an error into a negative errno (with [`crate::errno`] for the VMM's
+//! errors).
 
 use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -46,8 +47,8 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// The errno (positive) a C caller sees, negated, for this error. The one place where
-    /// errors become errnos.
+    /// The errno (positive) a C caller sees, negated, for this error; the VMM's own errors
+    /// are mapped in [`crate::errno`].
     pub fn errno(&self) -> i32 {
         match self {
             ApiError::Null(_) | ApiError::NotUtf8(_) | ApiError::Invalid { .. } => libc::EINVAL,
@@ -58,9 +59,9 @@ impl ApiError {
             ApiError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
             ApiError::Exists { .. } => libc::EEXIST,
             ApiError::NotAvailable(_) => libc::ENODEV,
-            ApiError::Config(e) => e.errno(),
-            ApiError::Host(e) => e.errno(),
-            ApiError::Vm(e) => e.errno(),
+            ApiError::Config(e) => crate::errno::config(e),
+            ApiError::Host(e) => crate::errno::host(e),
+            ApiError::Vm(e) => crate::errno::vm(e),
         }
     }
 }

@@ -39,7 +39,7 @@ fn main() -> ExitCode {
                 msg.push_str(&format!(": {s}"));
                 source = s.source();
             }
-            eprintln!("{msg} (errno {})", e.errno());
+            eprintln!("{msg}");
             ExitCode::from(1)
         }
     }

@@ -12,8 +12,6 @@ use crate::workload::CmdlineWorkload;
 const BASE: &[&str] = &["reboot=k", "panic=-1", "panic_print=0", "nomodule"];
 /// Options after the console.
 const BASE_TAIL: &[&str] = &["rootfstype=virtiofs", "rw", "quiet", "no-kvmapf"];
-/// The implicit init served on the root share.
-const INIT: &str = "init=/init.krun";
 /// The default kernel console: the virtio console.
 const DEFAULT_CONSOLE: &str = "hvc0";
 
@@ -92,7 +90,8 @@ pub fn build(params: &CmdlineParams<'_>) -> Result<Cmdline, CmdlineError> {
         );
         push(&mut cmdline, &item)?;
     }
-    push(&mut cmdline, INIT)?;
+    // The implicit init served on the root share.
+    push(&mut cmdline, &format!("init={}", contract::INIT_PATH))?;
     if let Some(workload) = params.workload {
         for word in &workload.env {
             push(&mut cmdline, word)?;

@@ -108,13 +108,21 @@ pub fn default_console(
 
     let mut ports = vec![Port::console(console_input, Some(console_output))];
     if is_open(in_fd) && !in_tty {
-        ports.push(Port::named("krun-stdin", Some(input(in_fd)?), None));
+        ports.push(Port::named(contract::PORT_STDIN, Some(input(in_fd)?), None));
     }
     if is_open(out_fd) && !out_tty {
-        ports.push(Port::named("krun-stdout", None, Some(output(out_fd)?)));
+        ports.push(Port::named(
+            contract::PORT_STDOUT,
+            None,
+            Some(output(out_fd)?),
+        ));
     }
     if is_open(err_fd) && !err_tty {
-        ports.push(Port::named("krun-stderr", None, Some(output(err_fd)?)));
+        ports.push(Port::named(
+            contract::PORT_STDERR,
+            None,
+            Some(output(err_fd)?),
+        ));
     }
     log::debug!(
         "console: {} ports (stdin tty {in_tty}, stdout tty {out_tty}, stderr tty {err_tty})",

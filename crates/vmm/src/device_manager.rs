@@ -51,21 +51,6 @@ pub enum DeviceError {
     },
 }
 
-impl DeviceError {
-    /// The underlying errno.
-    pub fn errno(&self) -> i32 {
-        match self {
-            DeviceError::NoIrq(_) => libc::ENOSPC,
-            DeviceError::Transport { source, .. }
-            | DeviceError::ConsoleIo { source, .. }
-            | DeviceError::Fs { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
-            DeviceError::IoEvent { source, .. } | DeviceError::IrqFd { source, .. } => {
-                source.errno()
-            }
-        }
-    }
-}
-
 struct MmioSlot {
     base: u64,
     kind: &'static str,

@@ -9,15 +9,6 @@ pub enum HostError {
     Kvm(#[source] kvm_ioctls::Error),
 }
 
-impl HostError {
-    /// The errno describing this error, for the C ABI (positive).
-    pub fn errno(&self) -> i32 {
-        match self {
-            HostError::Kvm(e) => e.errno(),
-        }
-    }
-}
-
 /// The most vCPUs this VMM builds, whatever KVM allows: the MP table gives each vCPU an APIC
 /// id below 255 (the broadcast id).
 pub const VMM_MAX_VCPUS: u32 = 254;

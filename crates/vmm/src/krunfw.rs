@@ -1,10 +1,12 @@
 //! libkrunfw: the shared library that carries the guest kernel as ready-to-copy bytes.
 //!
-//! It is opened with `dlopen` as early as possible: crun creates the context before it
+//! It is opened (with libloading) as early as possible: crun creates the context before it
 //! chroots into the container, where the library can no longer be found.
 
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::c_char;
 use std::fmt;
+
+use libloading::os::unix::{Library, Symbol, RTLD_LOCAL, RTLD_NOW};
 
 /// The soname libkrun 1.x loads.
 pub const KRUNFW_SONAME: &str = "libkrunfw.so.5";
@@ -35,7 +37,8 @@ pub struct KernelImage<'a> {
 
 /// An open libkrunfw. The library stays loaded while this value lives.
 pub struct Krunfw {
-    handle: *mut c_void,
+    // Keeps the kernel bytes mapped; unloaded on drop.
+    _library: Library,
     kernel_ptr: *const u8,
     kernel_len: usize,
     load_addr: u64,
@@ -43,8 +46,8 @@ pub struct Krunfw {
     version: u32,
 }
 
-// SAFETY: the handle and the kernel image pointer refer to read-only data of a library that
-// stays loaded until Drop; nothing is mutated through them, so sharing across threads is sound.
+// SAFETY: the kernel image pointer refers to read-only data of a library that stays loaded
+// until Drop; nothing is mutated through it, so sharing across threads is sound.
 unsafe impl Send for Krunfw {}
 // SAFETY: see Send; every method only reads immutable data.
 unsafe impl Sync for Krunfw {}
@@ -60,56 +63,31 @@ impl fmt::Debug for Krunfw {
     }
 }
 
-fn dlerror_string() -> String {
-    // SAFETY: dlerror returns NULL or a pointer to a NUL-terminated thread-local string that
-    // stays valid until the next dl* call on this thread; we copy it out at once.
-    let err = unsafe { libc::dlerror() };
-    if err.is_null() {
-        return "unknown dlopen error".to_string();
-    }
-    // SAFETY: non-NULL dlerror result is a valid C string (see above).
-    unsafe { CStr::from_ptr(err) }
-        .to_string_lossy()
-        .into_owned()
+fn load() -> Result<Library, KrunfwError> {
+    // SAFETY: libkrunfw has no initialisers with preconditions; RTLD_NOW resolves every
+    // symbol now so a broken library fails here, not in the middle of a VM start.
+    unsafe { Library::open(Some(KRUNFW_SONAME), RTLD_NOW | RTLD_LOCAL) }
+        .map_err(|e| KrunfwError::Open(e.to_string()))
 }
 
-fn lookup(handle: *mut c_void, name: &'static CStr) -> Result<*mut c_void, KrunfwError> {
-    // SAFETY: handle is a live dlopen handle and name a NUL-terminated string.
-    let sym = unsafe { libc::dlsym(handle, name.as_ptr()) };
-    if sym.is_null() {
-        return Err(KrunfwError::Symbol(name.to_str().unwrap_or("?")));
-    }
-    Ok(sym)
+fn get_kernel(library: &Library) -> Result<Symbol<GetKernelFn>, KrunfwError> {
+    // SAFETY: libkrunfw exports this symbol with exactly the C signature of GetKernelFn.
+    unsafe { library.get(b"krunfw_get_kernel\0") }
+        .map_err(|_| KrunfwError::Symbol("krunfw_get_kernel"))
+}
+
+fn get_version(library: &Library) -> Result<Symbol<GetVersionFn>, KrunfwError> {
+    // SAFETY: libkrunfw exports this symbol with exactly the C signature of GetVersionFn.
+    unsafe { library.get(b"krunfw_get_version\0") }
+        .map_err(|_| KrunfwError::Symbol("krunfw_get_version"))
 }
 
 impl Krunfw {
     /// Loads the library from the normal library search path.
     pub fn open() -> Result<Krunfw, KrunfwError> {
-        let soname = c"libkrunfw.so.5";
-        // SAFETY: soname is a valid C string; RTLD_NOW resolves every symbol now so a broken
-        // library fails here, not in the middle of a VM start.
-        let handle = unsafe { libc::dlopen(soname.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-        if handle.is_null() {
-            return Err(KrunfwError::Open(dlerror_string()));
-        }
-        match Self::from_handle(handle) {
-            Ok(k) => Ok(k),
-            Err(e) => {
-                close(handle);
-                Err(e)
-            }
-        }
-    }
-
-    fn from_handle(handle: *mut c_void) -> Result<Krunfw, KrunfwError> {
-        let get_kernel = lookup(handle, c"krunfw_get_kernel")?;
-        let get_version = lookup(handle, c"krunfw_get_version")?;
-        // SAFETY: libkrunfw exports these symbols with exactly these C signatures.
-        let get_kernel: GetKernelFn =
-            unsafe { std::mem::transmute::<*mut c_void, GetKernelFn>(get_kernel) };
-        // SAFETY: as above.
-        let get_version: GetVersionFn =
-            unsafe { std::mem::transmute::<*mut c_void, GetVersionFn>(get_version) };
+        let library = load()?;
+        let get_kernel = get_kernel(&library)?;
+        let get_version = get_version(&library)?;
         let (mut load, mut entry, mut size) = (0usize, 0usize, 0usize);
         // SAFETY: the three out-pointers point to live usize locals.
         let ptr = unsafe { get_kernel(&mut load, &mut entry, &mut size) };
@@ -119,7 +97,7 @@ impl Krunfw {
             return Err(KrunfwError::EmptyKernel);
         }
         Ok(Krunfw {
-            handle,
+            _library: library,
             kernel_ptr: ptr.cast(),
             kernel_len: size,
             load_addr: load as u64,
@@ -143,16 +121,5 @@ impl Krunfw {
     /// `krunfw_get_version()`.
     pub fn version(&self) -> u32 {
         self.version
-    }
-}
-
-fn close(handle: *mut c_void) {
-    // SAFETY: handle came from a successful dlopen and is closed once.
-    unsafe { libc::dlclose(handle) };
-}
-
-impl Drop for Krunfw {
-    fn drop(&mut self) {
-        close(self.handle);
     }
 }

@@ -24,4 +24,7 @@ pub mod vsock_plan;
 pub mod workload;
 
 pub use config::VmConfig;
+pub use device_manager::DeviceError;
+pub use memory::MemoryError;
+pub use vcpu::{InternalError, VcpuError};
 pub use vm::{Vm, VmError};

@@ -31,16 +31,6 @@ pub enum MemoryError {
     },
 }
 
-impl MemoryError {
-    pub fn errno(&self) -> i32 {
-        match self {
-            MemoryError::Map { .. } => libc::ENOMEM,
-            MemoryError::Register { source, .. } => source.errno(),
-            MemoryError::KernelOutOfRam { .. } => libc::EINVAL,
-        }
-    }
-}
-
 /// Maps `ram_mib` MiB of guest RAM (split around the 32-bit MMIO gap). Nothing is touched:
 /// pages are faulted in by the guest.
 pub fn create_guest_memory(ram_mib: u32) -> Result<GuestMemory, MemoryError> {

@@ -18,16 +18,6 @@ pub enum IdError {
     },
 }
 
-impl IdError {
-    pub fn errno(&self) -> i32 {
-        match self {
-            IdError::Gid { source, .. } | IdError::Uid { source, .. } => {
-                source.raw_os_error().unwrap_or(libc::EPERM)
-            }
-        }
-    }
-}
-
 /// Raises the soft RLIMIT_NOFILE to the hard limit: the virtio-fs passthrough keeps one fd
 /// per inode the guest knows. Failure only costs head room, so it is logged, not returned.
 pub fn raise_nofile_limit() {

@@ -112,7 +112,6 @@ mod tests {
         });
         let err = account(&c).unwrap_err();
         assert!(matches!(err, VmError::Unsupported("virtio-net interfaces")));
-        assert_eq!(err.errno(), libc::ENOTSUP);
     }
 
     #[test]
@@ -126,7 +125,7 @@ mod tests {
             }),
             ..VmConfig::default()
         };
-        assert_eq!(account(&c).unwrap_err().errno(), libc::ENOTSUP);
+        assert!(matches!(account(&c).unwrap_err(), VmError::Unsupported(_)));
     }
 
     #[test]

@@ -48,21 +48,6 @@ pub enum VcpuError {
     Panicked,
 }
 
-impl VcpuError {
-    pub fn errno(&self) -> i32 {
-        match self {
-            VcpuError::Cpuid(e)
-            | VcpuError::MsrsIoctl(e)
-            | VcpuError::Sregs(e)
-            | VcpuError::Regs(e)
-            | VcpuError::Fpu(e)
-            | VcpuError::Lapic(e)
-            | VcpuError::Run(e) => e.errno(),
-            _ => libc::EIO,
-        }
-    }
-}
-
 /// What KVM reports with `KVM_EXIT_INTERNAL_ERROR` (exit reason 17), and where the guest was.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct InternalError {

@@ -31,7 +31,9 @@ use crate::process::{self, IdError};
 use crate::serial::{SerialDevice, COM1_IRQ};
 use crate::vcpu::{self, BootSetup, Shared, VcpuEnd, VcpuError};
 use crate::vsock_plan::{self, VsockPlanError};
-use crate::workload::{self, CmdlineWorkload, Workload, EXEC_JSON_NAME};
+use contract::EXEC_FILE_NAME;
+
+use crate::workload::{self, CmdlineWorkload, Workload};
 
 /// Extra kernel command line options for debugging (e.g. `earlyprintk=ttyS0 console=ttyS0`);
 /// setting it also puts a UART at 0x3f8 whose output is logged at debug level (unless the
@@ -110,38 +112,6 @@ pub enum VmError {
     },
 }
 
-impl VmError {
-    /// The errno that best describes this error, for the C ABI (positive).
-    pub fn errno(&self) -> i32 {
-        match self {
-            VmError::VcpuCount { .. } => libc::EINVAL,
-            VmError::Unsupported(_) => libc::ENOTSUP,
-            VmError::Krunfw(KrunfwError::Open(_)) => libc::ENOENT,
-            VmError::Krunfw(_) => libc::EINVAL,
-            VmError::KvmOpen(e)
-            | VmError::CreateVm(e)
-            | VmError::TssAddress(e)
-            | VmError::IdentityMap(e)
-            | VmError::IrqChip(e)
-            | VmError::Pit(e)
-            | VmError::SupportedCpuid(e)
-            | VmError::CreateVcpu { source: e, .. } => e.errno(),
-            VmError::Memory(e) => e.errno(),
-            VmError::Device(e) => e.errno(),
-            VmError::Cmdline(CmdlineError::TooLong { .. }) => libc::E2BIG,
-            VmError::Cmdline(CmdlineError::Invalid { .. }) => libc::EINVAL,
-            VmError::LoadCmdline(_) | VmError::Boot(_) => libc::EINVAL,
-            VmError::ConfigureVcpu { source, .. } | VmError::Vcpu { source, .. } => source.errno(),
-            VmError::KickHandler(e) => e.errno(),
-            VmError::Serial(e) => e.raw_os_error().unwrap_or(libc::EIO),
-            VmError::SerialIrq(e) => e.errno(),
-            VmError::Ids(e) => e.errno(),
-            VmError::Vsock(_) => libc::EINVAL,
-            VmError::SpawnVcpu { source, .. } => source.raw_os_error().unwrap_or(libc::EAGAIN),
-        }
-    }
-}
-
 /// A built microVM, ready to run.
 pub struct Vm {
     /// Configured vCPUs, not yet running; vCPU 0 is the boot CPU.
@@ -177,7 +147,7 @@ fn plan_workload(
     let words = match workload::plan(&config.exec) {
         Workload::Cmdline(words) => words,
         Workload::ExecJson(json) => {
-            log::debug!("workload passed in /{EXEC_JSON_NAME}: the kernel cannot carry it");
+            log::debug!("workload passed in /{EXEC_FILE_NAME}: the kernel cannot carry it");
             return (None, Some(json));
         }
     };
@@ -199,7 +169,7 @@ fn plan_workload(
     match trial {
         Ok(_) => (Some(words), None),
         Err(e) => {
-            log::debug!("workload passed in /{EXEC_JSON_NAME}: {e}");
+            log::debug!("workload passed in /{EXEC_FILE_NAME}: {e}");
             let env = workload::resolve_env(&config.exec);
             (None, Some(workload::exec_json(&config.exec, &env)))
         }
@@ -312,7 +282,7 @@ impl Vm {
                 }
                 if let Some(json) = exec_json {
                     files.push(devices::fs::VirtualFile {
-                        name: EXEC_JSON_NAME.to_string(),
+                        name: EXEC_FILE_NAME.to_string(),
                         bytes: json.into(),
                         mode: 0o444,
                     });

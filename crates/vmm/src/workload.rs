@@ -7,10 +7,9 @@
 //! truncate or mangle a workload, anything outside a conservative subset goes into the JSON
 //! file, which init reads first (init/README.md).
 
-use crate::config::Exec;
+use contract::{keys, ExecConfig};
 
-/// Name of the workload file init reads first, at the top level of the root share.
-pub const EXEC_JSON_NAME: &str = ".krun_exec.json";
+use crate::config::Exec;
 
 /// Environment words we put on the command line at most (the kernel's 32 include its own
 /// `HOME=/`, `TERM=linux` and any unknown `key=value` option).
@@ -90,19 +89,19 @@ fn env_word(key: &str, value: &str) -> Option<String> {
 pub fn cmdline_words(exec: &Exec, env: &[String]) -> Option<CmdlineWorkload> {
     let mut words = Vec::new();
     if let Some(path) = &exec.path {
-        words.push(env_word("KRUN_INIT", path)?);
+        words.push(env_word(keys::INIT, path)?);
     }
     if let Some(dir) = &exec.workdir {
-        words.push(env_word("KRUN_WORKDIR", dir)?);
+        words.push(env_word(keys::WORKDIR, dir)?);
     }
     if !exec.rlimits.is_empty() {
-        words.push(env_word("KRUN_RLIMITS", &exec.rlimits.join(","))?);
+        words.push(env_word(keys::RLIMITS, &exec.rlimits.join(","))?);
     }
     if let Some(uid) = exec.uid {
-        words.push(format!("KRUN_UID={uid}"));
+        words.push(format!("{}={uid}", keys::UID));
     }
     if let Some(gid) = exec.gid {
-        words.push(format!("KRUN_GID={gid}"));
+        words.push(format!("{}={gid}", keys::GID));
     }
     for entry in env {
         let (key, value) = entry.split_once('=')?;
@@ -122,62 +121,23 @@ pub fn cmdline_words(exec: &Exec, env: &[String]) -> Option<CmdlineWorkload> {
     Some(CmdlineWorkload { env: words, args })
 }
 
-/// Appends `s` as a JSON string.
-fn json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-fn json_array(out: &mut String, items: &[String]) {
-    out.push('[');
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        json_string(out, item);
-    }
-    out.push(']');
-}
-
 /// The `/.krun_exec.json` document for this workload (format: init/README.md).
 pub fn exec_json(exec: &Exec, env: &[String]) -> Vec<u8> {
-    let mut out = String::from("{");
-    if let Some(path) = &exec.path {
-        out.push_str("\"exec\":");
-        json_string(&mut out, path);
-        out.push_str(",\"args\":");
-        json_array(&mut out, &exec.args);
-        out.push(',');
+    ExecConfig {
+        exec: exec.path.clone(),
+        // Without a program init takes argv from elsewhere and ignores `args`.
+        args: if exec.path.is_some() {
+            exec.args.clone()
+        } else {
+            Vec::new()
+        },
+        env: env.to_vec(),
+        workdir: exec.workdir.clone(),
+        rlimits: (!exec.rlimits.is_empty()).then(|| exec.rlimits.clone()),
+        uid: exec.uid,
+        gid: exec.gid,
     }
-    out.push_str("\"env\":");
-    json_array(&mut out, env);
-    if let Some(dir) = &exec.workdir {
-        out.push_str(",\"workdir\":");
-        json_string(&mut out, dir);
-    }
-    if !exec.rlimits.is_empty() {
-        out.push_str(",\"rlimits\":");
-        json_array(&mut out, &exec.rlimits);
-    }
-    if let Some(uid) = exec.uid {
-        out.push_str(&format!(",\"uid\":{uid}"));
-    }
-    if let Some(gid) = exec.gid {
-        out.push_str(&format!(",\"gid\":{gid}"));
-    }
-    out.push('}');
-    out.into_bytes()
+    .to_json()
 }
 
 /// Chooses how the workload reaches init.
@@ -251,6 +211,27 @@ mod tests {
             json,
             "{\"exec\":\"/bin/sh\",\"args\":[\"a\\\"b\",\"ü\\n\"],\"env\":[\"K=v\"],\
              \"workdir\":\"/tmp\",\"rlimits\":[\"7=1024:4096\"],\"uid\":5}"
+        );
+    }
+
+    #[test]
+    fn exec_json_is_what_init_reads() {
+        let mut e = exec(&["-c", "a\"b ü\n", ""], &[]);
+        e.uid = Some(7);
+        let env = vec!["K=v w".to_string(), "X=\u{1}".to_string()];
+        let read = ExecConfig::from_json(std::str::from_utf8(&exec_json(&e, &env)).unwrap())
+            .expect("init's decoder accepts what the VMM writes");
+        assert_eq!(
+            read,
+            ExecConfig {
+                exec: Some("/bin/sh".into()),
+                args: e.args.clone(),
+                env,
+                workdir: Some("/tmp".into()),
+                rlimits: Some(vec!["7=1024:4096".into()]),
+                uid: Some(7),
+                gid: None,
+            }
         );
     }
 

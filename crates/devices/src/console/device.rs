@@ -30,7 +30,7 @@ pub const QUEUE_SIZE: u16 = 256;
 /// Bytes moved per read or write: bounds the copy buffer whatever descriptor sizes the
 /// guest uses.
 const CHUNK_SIZE: usize = 16 * 1024;
-/// Device features (virtio 1.2, section 5.3.3).
+/// Device features (virtio 1.2, section 5.3.3); virtio-bindings has no virtio_console.
 pub const VIRTIO_CONSOLE_F_SIZE: u64 = 1 << 0;
 pub const VIRTIO_CONSOLE_F_MULTIPORT: u64 = 1 << 1;
 /// Ports one device may have: the driver allocates two queues per port.

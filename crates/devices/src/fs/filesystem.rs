@@ -36,12 +36,10 @@ use vm_memory::bitmap::BitmapSlice;
 use super::exit_code::ExitCode;
 
 /// Name of the virtual guest init in the root directory of the root share.
-pub const INIT_NAME: &[u8] = b"init.krun";
+pub const INIT_NAME: &[u8] = contract::INIT_FILE_NAME.as_bytes();
 
-/// ioctl the guest init issues on a file of the root share to report the workload's exit
-/// status: `_IO('v', 2)`, the status passed by value as the ioctl argument (upstream libkrun's
-/// `KRUN_EXIT_CODE_IOCTL`).
-pub const KRUN_EXIT_CODE_IOCTL: u32 = 0x7602;
+/// ioctl the guest init issues to report the workload's exit status (see the contract crate).
+pub use contract::EXIT_CODE_IOCTL as KRUN_EXIT_CODE_IOCTL;
 
 /// Node id of the first virtual file; the others follow in list order. `PassthroughFs` never
 /// hands out ids above `VFS_MAX_INO` (it fails the lookup first), so these cannot collide

@@ -23,22 +23,47 @@ use crate::GuestMemory;
 
 /// Virtio device ids (virtio 1.2, section 5).
 pub mod device_type {
-    pub const CONSOLE: u32 = 3;
-    pub const RNG: u32 = 4;
-    pub const BLOCK: u32 = 2;
-    pub const NET: u32 = 1;
-    pub const VSOCK: u32 = 19;
-    pub const FS: u32 = 26;
-    pub const BALLOON: u32 = 5;
+    use virtio_bindings::virtio_ids;
+
+    pub const CONSOLE: u32 = virtio_ids::VIRTIO_ID_CONSOLE;
+    pub const RNG: u32 = virtio_ids::VIRTIO_ID_RNG;
+    pub const BLOCK: u32 = virtio_ids::VIRTIO_ID_BLOCK;
+    pub const NET: u32 = virtio_ids::VIRTIO_ID_NET;
+    pub const VSOCK: u32 = virtio_ids::VIRTIO_ID_VSOCK;
+    pub const FS: u32 = virtio_ids::VIRTIO_ID_FS;
+    pub const BALLOON: u32 = virtio_ids::VIRTIO_ID_BALLOON;
 }
 
-/// Feature bits shared by every device (virtio 1.2, section 6).
+/// Feature bits shared by every device (virtio 1.2, section 6), as masks of the bit numbers
+/// virtio-bindings gives.
 pub mod features {
-    pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
-    pub const VIRTIO_F_ACCESS_PLATFORM: u64 = 1 << 33;
-    pub const VIRTIO_F_IN_ORDER: u64 = 1 << 35;
-    pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
-    pub const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
+    use virtio_bindings::{virtio_config, virtio_ring};
+
+    pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_config::VIRTIO_F_VERSION_1;
+    pub const VIRTIO_F_ACCESS_PLATFORM: u64 = 1 << virtio_config::VIRTIO_F_ACCESS_PLATFORM;
+    pub const VIRTIO_F_IN_ORDER: u64 = 1 << virtio_config::VIRTIO_F_IN_ORDER;
+    pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+    pub const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn masks_match_the_spec() {
+            assert_eq!(super::VIRTIO_F_VERSION_1, 1 << 32);
+            assert_eq!(super::VIRTIO_F_ACCESS_PLATFORM, 1 << 33);
+            assert_eq!(super::VIRTIO_F_IN_ORDER, 1 << 35);
+            assert_eq!(super::VIRTIO_RING_F_EVENT_IDX, 1 << 29);
+            assert_eq!(super::VIRTIO_RING_F_INDIRECT_DESC, 1 << 28);
+            assert_eq!(
+                (
+                    super::super::device_type::CONSOLE,
+                    super::super::device_type::FS
+                ),
+                (3, 26)
+            );
+            assert_eq!(super::super::device_type::VSOCK, 19);
+        }
+    }
 }
 
 /// How a device raises an interrupt in the guest.

@@ -208,52 +208,6 @@ pub enum ConfigError {
     OverlayExists(String),
 }
 
-impl ConfigError {
-    /// The errno the C ABI returns for this error (positive; crates/krun negates it).
-    ///
-    /// Upstream libkrun answers -EINVAL for almost every bad argument; we keep EINVAL for
-    /// malformed values and use a more telling errno where a caller can act on it.
-    pub fn errno(&self) -> i32 {
-        use ConfigError::*;
-        match self {
-            DuplicateFsTag(_)
-            | DuplicateDiskId(_)
-            | VsockExists
-            | DuplicateVsockPort(_)
-            | DuplicatePort(_)
-            | ConsoleOutputSet
-            | OverlayExists(_) => libc::EEXIST,
-            RootConflict { .. } | LegacyNet(_) => libc::EBUSY,
-            VsockDisabled | NoSuchConsole(_) => libc::ENODEV,
-            NoSuchFsTag(_) | OverlayParentMissing(_) => libc::ENOENT,
-            OverlayParentNotDir(_) => libc::ENOTDIR,
-            VcpuCount { .. }
-            | ZeroRam
-            | RamTooSmall { .. }
-            | FsTagLength { .. }
-            | EnvEntry(_)
-            | IdMinusOne { .. }
-            | Empty(_)
-            | NoDisks
-            | DiskFormat(_)
-            | SyncMode(_)
-            | KernelFormat(_)
-            | PortMapEntry(_)
-            | Rlimit(_)
-            | TsiFeatures(_)
-            | NetFeatures(_)
-            | NetFlags(_)
-            | TapNeedsGuestCsum
-            | NetEndpoint
-            | Fd(_)
-            | TsiScope(_)
-            | Address { .. }
-            | OverlayPath(_)
-            | KernelConsole(_) => libc::EINVAL,
-        }
-    }
-}
-
 impl KernelFormat {
     /// Decodes `KRUN_KERNEL_FORMAT_*`.
     pub fn from_raw(raw: u32) -> Result<Self, ConfigError> {

@@ -1,0 +1,193 @@
+//! The host-guest contract: everything the VMM (crates/vmm, crates/devices) and the guest
+//! init (init/) must agree on, spelled once. Changing a value here changes both sides.
+//!
+//! - the virtual files the root share serves ([`INIT_FILE_NAME`], [`EXEC_FILE_NAME`]);
+//! - the exit-code ioctl ([`EXIT_CODE_IOCTL`]);
+//! - the virtio-console port names that replace the workload's standard streams;
+//! - the `KRUN_*` kernel command-line keys init reads ([`keys`]);
+//! - the exec-config document, [`ExecConfig`] (format: init/README.md).
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+macro_rules! init_file_name {
+    () => {
+        "init.krun"
+    };
+}
+macro_rules! exec_file_name {
+    () => {
+        ".krun_exec.json"
+    };
+}
+
+/// Name of the virtual guest init at the top of the root share.
+pub const INIT_FILE_NAME: &str = init_file_name!();
+/// Absolute guest path of the init, as the kernel's `init=` parameter names it.
+pub const INIT_PATH: &str = concat!("/", init_file_name!());
+/// Name of the virtual exec-config file at the top of the root share; init reads it first.
+pub const EXEC_FILE_NAME: &str = exec_file_name!();
+/// Absolute guest path of the exec-config file.
+pub const EXEC_FILE_PATH: &str = concat!("/", exec_file_name!());
+
+/// ioctl the guest init issues on the root of the virtio-fs share to report the workload's
+/// exit status: `_IO('v', 2)`, no direction and no size, the status passed by value as the
+/// argument (upstream libkrun's `KRUN_EXIT_CODE_IOCTL`).
+pub const EXIT_CODE_IOCTL: u32 = ((b'v' as u32) << 8) | 2;
+
+/// virtio-console port whose guest end becomes the workload's stdin.
+pub const PORT_STDIN: &str = "krun-stdin";
+/// virtio-console port whose guest end becomes the workload's stdout.
+pub const PORT_STDOUT: &str = "krun-stdout";
+/// virtio-console port whose guest end becomes the workload's stderr.
+pub const PORT_STDERR: &str = "krun-stderr";
+
+/// `KRUN_*` keys of the kernel command line (init sees them as environment variables and
+/// never passes them on to the workload).
+pub mod keys {
+    /// Prefix of every control key.
+    pub const PREFIX: &str = "KRUN_";
+    /// Program to run.
+    pub const INIT: &str = "KRUN_INIT";
+    /// Working directory.
+    pub const WORKDIR: &str = "KRUN_WORKDIR";
+    /// `RESOURCE=CUR:MAX` items joined by `,`.
+    pub const RLIMITS: &str = "KRUN_RLIMITS";
+    /// Numeric user id.
+    pub const UID: &str = "KRUN_UID";
+    /// Numeric group id.
+    pub const GID: &str = "KRUN_GID";
+    /// Value for the workload's `HOME`.
+    pub const HOME: &str = "KRUN_HOME";
+    /// Value for the workload's `TERM`.
+    pub const TERM: &str = "KRUN_TERM";
+    /// Path of the container config (default `/.krun_config.json`).
+    pub const CONFIG: &str = "KRUN_CONFIG";
+    /// `1`: exec the workload as PID 1 instead of supervising it.
+    pub const INIT_PID1: &str = "KRUN_INIT_PID1";
+}
+
+/// The exec-config document (`/.krun_exec.json`): the workload when the kernel command line
+/// cannot carry it unchanged. Every key is optional and `null` means absent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecConfig {
+    /// The program (argv[0]); absent: program and args come from the other sources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<String>,
+    /// argv[1..].
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub args: Vec<String>,
+    /// `KEY=VALUE` entries.
+    #[serde(default, deserialize_with = "nullable")]
+    pub env: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// `RESOURCE=CUR:MAX` items; read also as one `,`-joined string (the `KRUN_RLIMITS` form).
+    #[serde(
+        default,
+        deserialize_with = "rlimit_list",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub rlimits: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+}
+
+impl ExecConfig {
+    /// The document as JSON bytes.
+    pub fn to_json(&self) -> Vec<u8> {
+        // A struct of strings, lists and integers always serialises.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decodes the document; anything but an object, wrong types and malformed JSON are
+    /// errors.
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        let value: serde_json::Value = serde_json::from_str(text)?;
+        if !value.is_object() {
+            return Err(serde::de::Error::custom(
+                "the document must be a JSON object",
+            ));
+        }
+        serde_json::from_value(value)
+    }
+}
+
+fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
+}
+
+fn rlimit_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        Joined(String),
+        Items(Vec<String>),
+    }
+    Ok(match Option::<List>::deserialize(d)? {
+        None => None,
+        Some(List::Joined(s)) => Some(s.split(',').map(str::to_string).collect()),
+        Some(List::Items(items)) => Some(items),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_ioctl_have_their_wire_values() {
+        assert_eq!(EXIT_CODE_IOCTL, 0x7602);
+        assert_eq!(INIT_PATH, "/init.krun");
+        assert_eq!(EXEC_FILE_PATH, "/.krun_exec.json");
+    }
+
+    #[test]
+    fn exec_config_round_trips() {
+        let config = ExecConfig {
+            exec: Some("/bin/sh".into()),
+            args: vec!["-c".into(), "echo \"hi\" ü\n\u{1}".into(), String::new()],
+            env: vec!["A=b c".into()],
+            workdir: Some("/srv".into()),
+            rlimits: Some(vec!["7=1024:4096".into()]),
+            uid: Some(u32::MAX),
+            gid: Some(0),
+        };
+        let text = String::from_utf8(config.to_json()).unwrap();
+        assert_eq!(ExecConfig::from_json(&text).unwrap(), config);
+    }
+
+    #[test]
+    fn exec_config_reads_nulls_and_joined_rlimits() {
+        let c = ExecConfig::from_json(
+            r#"{"exec": null, "args": null, "env": null, "rlimits": "7=1:2,6=3:4"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.exec, None);
+        assert!(c.args.is_empty() && c.env.is_empty());
+        assert_eq!(c.rlimits, Some(vec!["7=1:2".into(), "6=3:4".into()]));
+        assert_eq!(ExecConfig::from_json("{}").unwrap(), ExecConfig::default());
+    }
+
+    #[test]
+    fn exec_config_wrong_types_are_errors() {
+        for doc in [
+            r#"{"exec": 1}"#,
+            r#"{"args": "x"}"#,
+            r#"{"args": [1]}"#,
+            r#"{"env": {"A": "1"}}"#,
+            r#"{"uid": -1}"#,
+            r#"{"gid": 4294967296}"#,
+            r#"{"rlimits": 7}"#,
+            "[]",
+            "exec=/bin/sh",
+        ] {
+            assert!(ExecConfig::from_json(doc).is_err(), "{doc}");
+        }
+    }
+}
