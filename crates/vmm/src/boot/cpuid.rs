@@ -5,7 +5,7 @@
 //! hidden unless nested virtualization was asked for. KVM's paravirt leaves (0x4000_0000..)
 //! come from the supported set unchanged: they give the guest kvm-clock and the PV features.
 
-use kvm_bindings::{kvm_cpuid_entry2, CpuId};
+use kvm_bindings::{kvm_cpuid_entry2, CpuId, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
 
 /// Leaf 1 ECX: VMX (Intel virtualization).
 const LEAF1_ECX_VMX: u32 = 1 << 5;
@@ -59,15 +59,49 @@ pub fn is_amd(entries: &[kvm_cpuid_entry2]) -> bool {
         .any(|e| e.function == 0 && e.ebx == AMD_VENDOR_EBX)
 }
 
+/// The extended topology leaf (0xB) and its successor (0x1F).
+const LEAF_EXT_TOPO: u32 = 0xb;
+const LEAF_EXT_TOPO_V2: u32 = 0x1f;
+/// Sub-leaves of 0xB/0x1F that [`patch_entries`] fills: SMT, core and the terminating one.
+const EXT_TOPO_SUBLEAVES: u32 = 3;
+
 /// Adds what [`patch_entries`] fills but KVM's set may lack: on AMD the extended APIC id leaf
-/// 0x8000_001E, which Linux reads for every CPU's APIC and core id once TOPOEXT is set.
+/// 0x8000_001E, which Linux reads for every CPU's APIC and core id once TOPOEXT is set; and
+/// the SMT, core and terminating sub-leaves of 0xB (and of 0x1F when KVM offers it). KVM
+/// copies only the sub-leaves the host enumerates: a host (the lab's QEMU TCG CPU) whose 0xB
+/// has no core level gives sub-leaf 0 alone, and Linux, which trusts 0xB over 0x8000_0008
+/// once TOPOEXT is set, then took the SMT level for the last one and put every vCPU in a
+/// package of its own.
 pub fn add_missing_leaves(cpuid: &mut CpuId) -> Result<(), vmm_sys_util::fam::Error> {
     let entries = cpuid.as_slice();
+    let mut missing = Vec::new();
     if is_amd(entries) && !entries.iter().any(|e| e.function == AMD_EXT_APIC_ID) {
-        cpuid.push(kvm_cpuid_entry2 {
+        missing.push(kvm_cpuid_entry2 {
             function: AMD_EXT_APIC_ID,
             ..Default::default()
-        })?;
+        });
+    }
+    for function in [LEAF_EXT_TOPO, LEAF_EXT_TOPO_V2] {
+        // 0xB always (the basic max leaf is raised to it); 0x1F only where KVM offers it.
+        if function == LEAF_EXT_TOPO_V2 && !entries.iter().any(|e| e.function == function) {
+            continue;
+        }
+        for index in 0..EXT_TOPO_SUBLEAVES {
+            if !entries
+                .iter()
+                .any(|e| e.function == function && e.index == index)
+            {
+                missing.push(kvm_cpuid_entry2 {
+                    function,
+                    index,
+                    flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    for e in missing {
+        cpuid.push(e)?;
     }
     Ok(())
 }
@@ -86,6 +120,8 @@ pub fn patch_entries(entries: &mut [kvm_cpuid_entry2], spec: &CpuidSpec) {
     let per_package = 1u32 << id_bits(count);
     for e in entries.iter_mut() {
         match e.function {
+            // The basic max leaf reaches 0xB, which [`add_missing_leaves`] provides.
+            0x0 => e.eax = e.eax.max(LEAF_EXT_TOPO),
             0x1 => {
                 e.ebx = (id << 24) | ((per_package & 0xff) << 16) | (CLFLUSH_LINE << 8);
                 e.ecx |= LEAF1_ECX_HYPERVISOR;
@@ -106,7 +142,8 @@ pub fn patch_entries(entries: &mut [kvm_cpuid_entry2], spec: &CpuidSpec) {
                     e.eax = (e.eax & 0x03ff_ffff) | ((count - 1) << 26);
                 }
             }
-            0xb | 0x1f => {
+            LEAF_EXT_TOPO | LEAF_EXT_TOPO_V2 => {
+                e.flags |= KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
                 e.edx = id;
                 match e.index {
                     0 => {
@@ -286,6 +323,51 @@ mod tests {
         patch_entries(cpuid.as_mut_slice(), &spec(1, 2));
         let leaf = cpuid.as_slice()[1];
         assert_eq!((leaf.eax, leaf.ebx, leaf.ecx), (1, 1, 0));
+    }
+
+    #[test]
+    fn add_missing_leaves_ext_topo_core_level_when_host_has_smt_only() {
+        // What KVM offers on a host whose 0xB enumerates no core level: sub-leaf 0 alone.
+        let mut smt_only = entry(0xb, 0);
+        smt_only.flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
+        let mut basic = amd_vendor();
+        basic.eax = 0x7;
+        let mut cpuid = CpuId::from_entries(&[basic, smt_only]).unwrap();
+        add_missing_leaves(&mut cpuid).unwrap();
+        add_missing_leaves(&mut cpuid).unwrap();
+        patch_entries(cpuid.as_mut_slice(), &spec(1, 2));
+        let leaf = |f: u32, i: u32| {
+            let v: Vec<_> = cpuid
+                .as_slice()
+                .iter()
+                .filter(|e| e.function == f && e.index == i)
+                .copied()
+                .collect();
+            assert_eq!(v.len(), 1, "leaf {f:#x}.{i}");
+            v[0]
+        };
+        assert_eq!(leaf(0, 0).eax, 0xb);
+        let (s0, s1, s2) = (leaf(0xb, 0), leaf(0xb, 1), leaf(0xb, 2));
+        assert_eq!((s0.eax, s0.ebx, s0.ecx, s0.edx), (0, 1, 0x100, 1));
+        assert_eq!((s1.eax, s1.ebx, s1.ecx, s1.edx), (1, 2, 0x201, 1));
+        assert_eq!((s2.eax, s2.ebx, s2.ecx & 0xff00), (0, 0, 0));
+        for e in [s0, s1, s2] {
+            assert_eq!(e.flags, KVM_CPUID_FLAG_SIGNIFCANT_INDEX);
+        }
+        // No 0x1F where KVM offered none.
+        assert!(!cpuid.as_slice().iter().any(|e| e.function == 0x1f));
+    }
+
+    #[test]
+    fn add_missing_leaves_leaf_1f_completed_when_offered() {
+        let mut cpuid = CpuId::from_entries(&[entry(0x1f, 0)]).unwrap();
+        add_missing_leaves(&mut cpuid).unwrap();
+        let n = cpuid
+            .as_slice()
+            .iter()
+            .filter(|e| e.function == 0x1f)
+            .count();
+        assert_eq!(n, 3);
     }
 
     #[test]
