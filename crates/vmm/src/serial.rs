@@ -19,6 +19,21 @@ pub const COM1_BASE: u16 = 0x3f8;
 pub const COM1_LEN: u16 = 8;
 pub const COM1_IRQ: u32 = 4;
 
+/// The name the kernel's 8250 driver registers its platform driver and devices under: in the
+/// image of every kernel built with `CONFIG_SERIAL_8250`, absent otherwise.
+const DRIVER_NAME: &[u8] = b"serial8250";
+
+/// Whether an uncompressed kernel image has the 8250 driver built in, i.e. whether the guest
+/// can have a ttyS0 at all. libkrunfw's x86_64 kernel has not (its config leaves
+/// `CONFIG_SERIAL_8250` unset), so a UART at COM1 is there but no guest driver binds it.
+pub fn kernel_has_driver(image: &[u8]) -> bool {
+    image
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == DRIVER_NAME[0])
+        .any(|(i, _)| image[i..].starts_with(DRIVER_NAME))
+}
+
 /// Raises the UART's interrupt through an eventfd KVM has as an irqfd.
 pub struct EventFdTrigger(EventFd);
 
@@ -230,5 +245,19 @@ fn feed_input(uart: &Mutex<Uart>, fd: OwnedFd, kill: &EventFd) {
         if let Err(e) = lock(uart).enqueue_raw_bytes(&buf[..n]) {
             log::debug!("serial: input dropped: {e:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_has_driver_finds_the_name_anywhere() {
+        assert!(kernel_has_driver(b"serial8250"));
+        assert!(kernel_has_driver(b"\0\0sserial8250\0"));
+        assert!(!kernel_has_driver(b"serial825"));
+        assert!(!kernel_has_driver(b"virtio_console ttyS%s serial_core"));
+        assert!(!kernel_has_driver(b""));
     }
 }

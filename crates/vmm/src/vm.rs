@@ -198,9 +198,11 @@ fn create_kvm_vm(vcpus: u8) -> Result<(Kvm, VmFd), VmError> {
 
 /// The COM1 UART: the first `krun_add_serial_console_default` (later ones are ignored
 /// with a warning: only ttyS0 exists), else the debug UART under `KRUN_DEBUG_CMDLINE`.
+/// A `kernel` without the 8250 driver cannot use it: one warning says so.
 fn create_serial(
     vm_fd: &VmFd,
     config: &VmConfig,
+    kernel: &[u8],
     debug: bool,
 ) -> Result<Option<SerialDevice>, VmError> {
     let serials = &config.console.serial_consoles;
@@ -216,6 +218,16 @@ fn create_serial(
         None => return Ok(None),
     }
     .map_err(VmError::Serial)?;
+    if !crate::serial::kernel_has_driver(kernel) {
+        let why = "the guest kernel has no 8250 UART driver (libkrunfw's x86_64 kernel is built \
+                   without CONFIG_SERIAL_8250): the UART at 0x3f8 is there but the guest has no \
+                   ttyS0, so nothing reaches or leaves the serial console's fds";
+        if serials.is_empty() {
+            log::debug!("debug serial: {why}");
+        } else {
+            log::warn!("serial console: {why}");
+        }
+    }
     vm_fd
         .register_irqfd(device.irq_evt(), COM1_IRQ)
         .map_err(VmError::SerialIrq)?;
@@ -360,7 +372,7 @@ impl Vm {
         vcpu::install_kick_handler().map_err(VmError::KickHandler)?;
 
         let raw_modes = devices.take_raw_modes();
-        let serial = create_serial(&vm_fd, &config, debug_cmdline.is_some())?;
+        let serial = create_serial(&vm_fd, &config, kernel.bytes, debug_cmdline.is_some())?;
         let shared = Arc::new(Shared {
             pio: PortIoBus::new(serial).with_cmos(cmos_for(config.ram_mib)),
             mmio: devices.into_bus(),
