@@ -155,13 +155,21 @@ case_console_serial() {
     done
     printf 'hello serial\n'; sleep 60) >serial.in &
   feeder=$!
-  timeout -k 10 "$VM_TIMEOUT" "$VMTEST" run --root="$r" --serial=3:4 --kernel-console=ttyS0 \
+  timeout -k 10 "$VM_TIMEOUT" "$VMTEST" run --log-level=2 --root="$r" --serial=3:4 --kernel-console=ttyS0 \
     -- /bin/sh -c '[ -c /dev/ttyS0 ] || { echo "<no ttyS0 device>"; exit 1; }
       echo "<2>kernel" "console on serial" >/dev/kmsg
       exec 3<>/dev/ttyS0; echo "<to" "serial>" >&3; read -r line <&3; echo "<read $line>"' \
     3<serial.in 4>serial.out </dev/null >ser.out 2>ser.err
   RC=$?
   kill $feeder 2>/dev/null
+  # libkrunfw's x86_64 kernel has no 8250 driver, so its guests have no ttyS0 (upstream's
+  # too): then the VMM must have said so in its warning, and the serial path waits for a
+  # kernel that has the driver (krun_set_kernel, issue 16).
+  if [ "$RC" -eq 1 ] && printf '<no ttyS0 device>\n' | cmp -s - ser.out; then
+    has ser.err 'serial console: the guest kernel has no 8250 UART driver' ||
+      fail "no ttyS0 in the guest and no warning from the VMM: $(excerpt ser.err)"
+    skip "the guest kernel has no 8250 driver (libkrunfw); the VMM warned as it should"
+  fi
   [ "$RC" -eq 0 ] || fail "exit status $RC: $(excerpt ser.out) $(excerpt ser.err) serial: $(excerpt serial.out)"
   printf '<read hello serial>\n' | cmp -s - ser.out || fail "guest stdout: $(excerpt ser.out); serial: $(excerpt serial.out 600)"
   grep -q -F "$(printf '<to serial>\r')" serial.out || fail "no '<to serial>' line on the serial output: $(excerpt serial.out)"
