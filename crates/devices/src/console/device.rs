@@ -131,6 +131,17 @@ pub(crate) enum RxStatus {
     Eof,
 }
 
+/// Interrupts the guest for queue `index` after used buffers were added, unless the driver
+/// asked for no notification (event idx); an unreadable ring counts as "notify".
+fn signal_used(queue: &mut Queue, mem: &GuestMemory, interrupt: &dyn Interrupt, index: u16) {
+    if !queue.needs_notification(mem).unwrap_or(true) {
+        return;
+    }
+    if let Err(e) = interrupt.signal_queue(index) {
+        error!("console: cannot interrupt the guest: {e}");
+    }
+}
+
 /// The queues of one port once the driver activated the device.
 pub(crate) struct PortQueues {
     pub(crate) mem: GuestMemory,
@@ -245,12 +256,7 @@ impl PortQueues {
         } else {
             &mut self.tx
         };
-        if !queue.needs_notification(&self.mem).unwrap_or(true) {
-            return;
-        }
-        if let Err(e) = self.interrupt.signal_queue(index) {
-            error!("console: cannot interrupt the guest: {e}");
-        }
+        signal_used(queue, &self.mem, self.interrupt.as_ref(), index);
     }
 }
 
@@ -357,12 +363,7 @@ impl ControlQueues {
         } else {
             &mut self.tx
         };
-        if !queue.needs_notification(&self.mem).unwrap_or(true) {
-            return;
-        }
-        if let Err(e) = self.interrupt.signal_queue(index) {
-            error!("console: cannot interrupt the guest: {e}");
-        }
+        signal_used(queue, &self.mem, self.interrupt.as_ref(), index);
     }
 }
 
