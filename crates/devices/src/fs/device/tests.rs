@@ -49,6 +49,8 @@ struct Driver<'a> {
     mem: &'a GuestMemory,
     queue: MockSplitQueue<'a, GuestMemory>,
     notify_evt: EventFd,
+    /// Kept open while the device runs: the worker watches it.
+    _hiprio_evt: EventFd,
     next_desc: u16,
     next_unique: u64,
     used: u16,
@@ -134,6 +136,31 @@ fn active_queue(mock: &MockSplitQueue<'_, GuestMemory>) -> (ActiveQueue, EventFd
     (ActiveQueue { queue, notify_evt }, driver_evt)
 }
 
+/// Activates `fs` on fresh hiprio and request queues in `mem` and returns the driver of the
+/// request queue.
+fn activate<'a>(fs: &mut Fs, mem: &'a GuestMemory, interrupt: Arc<FakeInterrupt>) -> Driver<'a> {
+    let hiprio = MockSplitQueue::create(mem, GuestAddress(HIPRIO_RING), QUEUE_LEN);
+    let request = MockSplitQueue::create(mem, GuestAddress(REQUEST_RING), QUEUE_LEN);
+    let (hiprio_queue, hiprio_evt) = active_queue(&hiprio);
+    let (request_queue, request_evt) = active_queue(&request);
+    fs.activate(ActivationContext {
+        mem: mem.clone(),
+        queues: vec![hiprio_queue, request_queue],
+        interrupt,
+        acked_features: features::VIRTIO_F_VERSION_1,
+    })
+    .unwrap();
+    Driver {
+        mem,
+        queue: request,
+        notify_evt: request_evt,
+        _hiprio_evt: hiprio_evt,
+        next_desc: 0,
+        next_unique: 1,
+        used: 0,
+    }
+}
+
 #[test]
 fn fs_init_and_lookup_through_virtqueue_reply() {
     let dir = TempDir::new_with_prefix("/tmp/krun-fs-dev-").unwrap();
@@ -143,26 +170,8 @@ fn fs_init_and_lookup_through_virtqueue_reply() {
     cfg.exit_code = Some(exit_code.clone());
     let mut fs = Fs::new(cfg).unwrap();
     let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap();
-    let hiprio = MockSplitQueue::create(&mem, GuestAddress(HIPRIO_RING), QUEUE_LEN);
-    let request = MockSplitQueue::create(&mem, GuestAddress(REQUEST_RING), QUEUE_LEN);
-    let (hiprio_queue, _hiprio_evt) = active_queue(&hiprio);
-    let (request_queue, request_evt) = active_queue(&request);
     let interrupt = Arc::new(FakeInterrupt::default());
-    fs.activate(ActivationContext {
-        mem: mem.clone(),
-        queues: vec![hiprio_queue, request_queue],
-        interrupt: interrupt.clone(),
-        acked_features: features::VIRTIO_F_VERSION_1,
-    })
-    .unwrap();
-    let mut driver = Driver {
-        mem: &mem,
-        queue: request,
-        notify_evt: request_evt,
-        next_desc: 0,
-        next_unique: 1,
-        used: 0,
-    };
+    let mut driver = activate(&mut fs, &mem, interrupt.clone());
 
     let init_in = InitIn {
         major: 7,
@@ -219,25 +228,7 @@ fn fs_lookup_missing_file_replies_enoent() {
     let dir = TempDir::new_with_prefix("/tmp/krun-fs-dev-").unwrap();
     let mut fs = Fs::new(config(&dir)).unwrap();
     let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap();
-    let hiprio = MockSplitQueue::create(&mem, GuestAddress(HIPRIO_RING), QUEUE_LEN);
-    let request = MockSplitQueue::create(&mem, GuestAddress(REQUEST_RING), QUEUE_LEN);
-    let (hiprio_queue, _) = active_queue(&hiprio);
-    let (request_queue, request_evt) = active_queue(&request);
-    fs.activate(ActivationContext {
-        mem: mem.clone(),
-        queues: vec![hiprio_queue, request_queue],
-        interrupt: Arc::new(FakeInterrupt::default()),
-        acked_features: features::VIRTIO_F_VERSION_1,
-    })
-    .unwrap();
-    let mut driver = Driver {
-        mem: &mem,
-        queue: request,
-        notify_evt: request_evt,
-        next_desc: 0,
-        next_unique: 1,
-        used: 0,
-    };
+    let mut driver = activate(&mut fs, &mem, Arc::new(FakeInterrupt::default()));
     let init_in = InitIn {
         major: 7,
         minor: 31,
@@ -261,25 +252,7 @@ fn fs_init_reply_enables_large_requests_and_not_writeback() {
     let dir = TempDir::new_with_prefix("/tmp/krun-fs-dev-").unwrap();
     let mut fs = Fs::new(config(&dir)).unwrap();
     let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap();
-    let hiprio = MockSplitQueue::create(&mem, GuestAddress(HIPRIO_RING), QUEUE_LEN);
-    let request = MockSplitQueue::create(&mem, GuestAddress(REQUEST_RING), QUEUE_LEN);
-    let (hiprio_queue, _) = active_queue(&hiprio);
-    let (request_queue, request_evt) = active_queue(&request);
-    fs.activate(ActivationContext {
-        mem: mem.clone(),
-        queues: vec![hiprio_queue, request_queue],
-        interrupt: Arc::new(FakeInterrupt::default()),
-        acked_features: features::VIRTIO_F_VERSION_1,
-    })
-    .unwrap();
-    let mut driver = Driver {
-        mem: &mem,
-        queue: request,
-        notify_evt: request_evt,
-        next_desc: 0,
-        next_unique: 1,
-        used: 0,
-    };
+    let mut driver = activate(&mut fs, &mem, Arc::new(FakeInterrupt::default()));
     let wanted = FsOptions::MAX_PAGES
         | FsOptions::BIG_WRITES
         | FsOptions::ASYNC_READ
