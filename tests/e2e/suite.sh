@@ -22,6 +22,7 @@
 #   vm NAME ARGS...   run "$VMTEST ARGS" under a timeout, stdin /dev/null; stdout in NAME.out,
 #                     stderr in NAME.err, exit status in $RC (124 = timed out)
 #   has FILE ERE      FILE contains a match for the extended regular expression
+#   hide_krunfw DIR   DIR holds only libkrun.so.1 (LD_LIBRARY_PATH=DIR hides libkrunfw.so.5)
 #   guest_root        print the path of a busybox root for guests
 #   copy_root DIR     make DIR a private, writable copy of that root (cases that write into it)
 #   guest NAME ARGS...  vm NAME ARGS, then fail on a timeout, a failed libkrun call or a guest
@@ -51,6 +52,17 @@ fail() { printf '%s\n' "$*" >"$WORK/.why"; exit 1; }
 skip() { printf '%s\n' "$*" >"$WORK/.why"; exit 77; }
 
 has() { grep -a -q -E -e "$2" "$1" 2>/dev/null; }
+
+# Make DIR a library directory holding only libkrun.so.1, so that with LD_LIBRARY_PATH=DIR
+# libkrunfw.so.5 cannot be found; skips where libkrunfw is installed system-wide.
+hide_krunfw() {
+  for _d in /lib /lib64 /usr/lib /usr/lib64 /usr/local/lib /lib/x86_64-linux-gnu \
+    /usr/lib/x86_64-linux-gnu /usr/local/lib/x86_64-linux-gnu; do
+    [ ! -e "$_d/libkrunfw.so.5" ] || skip "libkrunfw.so.5 is installed in $_d, so it cannot be hidden"
+  done
+  [ -f "$KRUN_E2E_LIBDIR/libkrun.so.1" ] || fail "no libkrun.so.1 in KRUN_E2E_LIBDIR=$KRUN_E2E_LIBDIR"
+  mkdir -p "$1" && cp "$KRUN_E2E_LIBDIR/libkrun.so.1" "$1/" || fail "cannot copy libkrun.so.1 to $1"
+}
 
 timed_out() { [ "$1" -eq 124 ] || [ "$1" -eq 137 ] || [ "$1" -eq 143 ]; }
 

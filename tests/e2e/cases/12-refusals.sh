@@ -6,17 +6,10 @@
 # (before, the setter returned 0 and turned TSI off for a NIC that never appeared).
 register net_setter_refused_keeps_tsi
 case_net_setter_refused_keeps_tsi() {
-  command -v busybox >/dev/null 2>&1 && busybox httpd --help >/dev/null 2>&1 ||
-    skip "no busybox httpd on this host"
-  mkdir www
-  head -c 10000 /dev/urandom >www/file
-  want=$(md5sum <www/file | cut -d' ' -f1)
-  port=18736
-  busybox httpd -f -p "127.0.0.1:$port" -h "$PWD/www" &
-  httpd=$!
-  trap 'kill "$httpd" 2>/dev/null' EXIT
+  net_httpd 18736
+  want=$(md5sum <www/blob | cut -d' ' -f1)
   guest passt run --try-net=passt:0 --root="$(guest_root)" -- /bin/sh -c \
-    "wget -q -O - http://127.0.0.1:$port/file | md5sum"
+    "wget -q -O - http://127.0.0.1:18736/blob | md5sum"
   grep -a -q -x -F -e 'krun_set_passt_fd: -95 (Operation not supported)' passt.out ||
     fail "krun_set_passt_fd did not fail with -ENOTSUP: $(excerpt passt.out)"
   expect_rc passt 0
@@ -59,13 +52,8 @@ case_setter_errnos() {
 # no log level: exactly one line on stderr, naming the cause; the errno is ENOENT.
 register start_error_default_log
 case_start_error_default_log() {
-  for d in /lib /lib64 /usr/lib /usr/lib64 /usr/local/lib /lib/x86_64-linux-gnu \
-    /usr/lib/x86_64-linux-gnu /usr/local/lib/x86_64-linux-gnu; do
-    [ ! -e "$d/libkrunfw.so.5" ] || skip "libkrunfw.so.5 is installed in $d, so it cannot be hidden"
-  done
-  [ -f "$KRUN_E2E_LIBDIR/libkrun.so.1" ] || fail "no libkrun.so.1 in KRUN_E2E_LIBDIR=$KRUN_E2E_LIBDIR"
-  mkdir nofw root
-  cp "$KRUN_E2E_LIBDIR/libkrun.so.1" nofw/
+  hide_krunfw nofw
+  mkdir root
   env -u RUST_LOG LD_LIBRARY_PATH="$PWD/nofw" timeout -k 10 "$VM_TIMEOUT" "$VMTEST" \
     start-error --root="$PWD/root" </dev/null >nofw.out 2>nofw.err
   rc=$?
