@@ -5,12 +5,21 @@
 //! tests with mock queues and a plain `GuestMemoryMmap`.
 #![forbid(unsafe_code)]
 
+pub mod balloon;
+pub mod block;
 pub mod console;
 pub mod fs;
 pub mod legacy;
 pub mod mmio;
+pub mod net;
+pub mod rng;
 pub mod virtio;
 pub mod vsock;
+
+#[cfg(test)]
+pub(crate) mod fuzz_support;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 pub use console::Console;
 pub use mmio::{MmioTransport, MMIO_REGION_SIZE, QUEUE_NOTIFY_OFFSET};

@@ -1,10 +1,12 @@
 //! Where console bytes come from and go to: the input and output traits and their
 //! fd-backed implementations (the caller's stdin/stdout, a file).
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use log::{debug, warn};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -147,21 +149,58 @@ impl WindowSize for FixedSize {
     }
 }
 
+/// The last lines a [`LogOutput`] logged, shared with whoever wants them after the fact:
+/// the VMM shows them when the guest ended without reporting a status (a kernel panic, an
+/// init that died), which the log's default level would otherwise hide.
+#[derive(Clone, Default)]
+pub struct ConsoleTail(Arc<Mutex<VecDeque<String>>>);
+
+impl ConsoleTail {
+    /// Lines kept; older ones are dropped.
+    pub const LINES: usize = 20;
+
+    fn push(&self, line: &str) {
+        let mut lines = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if lines.len() == Self::LINES {
+            lines.pop_front();
+        }
+        lines.push_back(line.to_owned());
+    }
+
+    /// The kept lines, oldest first.
+    pub fn lines(&self) -> Vec<String> {
+        let lines = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        lines.iter().cloned().collect()
+    }
+}
+
 /// Console output as log lines (the kernel console when no stdio fd is a terminal): one
-/// info record per line under the `guest_console` target, long lines split.
+/// info record per line under the `guest_console` target, long lines split; the last lines
+/// also go to a [`ConsoleTail`].
 #[derive(Default)]
 pub struct LogOutput {
     line: Vec<u8>,
+    tail: ConsoleTail,
 }
 
 impl LogOutput {
     /// Longest line kept before it is logged in pieces: bounds the buffer.
     const MAX_LINE: usize = 4096;
 
+    /// Logs lines and keeps the last ones in `tail`.
+    pub fn with_tail(tail: ConsoleTail) -> Self {
+        Self {
+            line: Vec::new(),
+            tail,
+        }
+    }
+
     fn emit(&mut self) {
         if !self.line.is_empty() {
             let text = String::from_utf8_lossy(&self.line);
-            log::info!(target: "guest_console", "{}", text.trim_end_matches('\r'));
+            let text = text.trim_end_matches('\r');
+            log::info!(target: "guest_console", "{text}");
+            self.tail.push(text);
             self.line.clear();
         }
     }
@@ -343,5 +382,27 @@ mod tests {
         assert!(is_dev_null(null.as_fd()));
         let (a, _b) = UnixStream::pair().unwrap();
         assert!(!is_dev_null(a.as_fd()));
+    }
+}
+
+#[cfg(test)]
+mod log_tail_tests {
+    use super::*;
+
+    #[test]
+    fn the_tail_keeps_the_last_lines_without_carriage_returns() {
+        let tail = ConsoleTail::default();
+        let mut out = LogOutput::with_tail(tail.clone());
+        for i in 0..30 {
+            out.write_all(format!("line {i}\r\n").as_bytes()).unwrap();
+        }
+        out.write_all(b"Kernel panic - not syncing: half a line")
+            .unwrap();
+        drop(out);
+        let lines = tail.lines();
+        assert_eq!(lines.len(), ConsoleTail::LINES);
+        assert_eq!(lines[0], "line 11");
+        assert_eq!(lines[18], "line 29");
+        assert_eq!(lines[19], "Kernel panic - not syncing: half a line");
     }
 }

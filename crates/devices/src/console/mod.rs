@@ -11,13 +11,15 @@ mod device;
 mod worker;
 
 pub use backend::{
-    file_output, stdin_input, stdout_output, ConsoleInput, ConsoleOutput, FdInput, FdOutput,
-    FixedSize, LogOutput, SigintInput, WindowSize,
+    file_output, stdin_input, stdout_output, ConsoleInput, ConsoleOutput, ConsoleTail, FdInput,
+    FdOutput, FixedSize, LogOutput, SigintInput, WindowSize,
 };
 pub use device::{
     port_queue_indices, Console, ConsoleConfig, Port, Terminal, MAX_PORTS, QUEUE_SIZE,
     RX_QUEUE_INDEX, TX_QUEUE_INDEX, VIRTIO_CONSOLE_F_MULTIPORT, VIRTIO_CONSOLE_F_SIZE,
 };
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

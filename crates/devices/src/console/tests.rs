@@ -4,45 +4,25 @@ use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-use virtio_queue::desc::split::Descriptor as SplitDescriptor;
-use virtio_queue::desc::RawDescriptor;
 use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::Queue;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::backend::{ConsoleOutput, FdInput};
 use super::control::{self, ControlMsg};
 use super::device::{OutputSink, PortQueues, RxStatus};
 use super::{Console, Port};
-use crate::virtio::{ActivateError, ActivationContext, ActiveQueue, Interrupt, VirtioDevice};
+use crate::test_support::{active_queue, add_chain, guest_memory, wait_until, CountingInterrupt};
+use crate::virtio::{ActivateError, ActivationContext, ActiveQueue, VirtioDevice};
 use crate::GuestMemory;
 
 const RX_RING: GuestAddress = GuestAddress(0x0);
 const TX_RING: GuestAddress = GuestAddress(0x4000);
 const DATA: u64 = 0x1_0000;
 const RING_LEN: u16 = 16;
-
-/// Counts interrupts per queue.
-#[derive(Default)]
-struct CountingInterrupt {
-    rx: AtomicUsize,
-    tx: AtomicUsize,
-}
-
-impl Interrupt for CountingInterrupt {
-    fn signal_queue(&self, queue_index: u16) -> io::Result<()> {
-        let counter = if queue_index == 0 { &self.rx } else { &self.tx };
-        counter.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-    fn signal_config(&self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 /// A `Vec<u8>` sink the test keeps a handle on.
 #[derive(Clone, Default)]
@@ -79,25 +59,7 @@ impl ConsoleOutput for FakeBrokenOutput {
 }
 
 fn memory() -> GuestMemory {
-    GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap()
-}
-
-/// Adds one chain of `(addr, len, device_writable)` buffers at descriptor `first`.
-fn add_chain(mq: &MockSplitQueue<GuestMemory>, first: u16, bufs: &[(u64, u32, bool)]) {
-    let descs: Vec<RawDescriptor> = bufs
-        .iter()
-        .enumerate()
-        .map(|(i, &(addr, len, writable))| {
-            let mut flags = if writable { VRING_DESC_F_WRITE } else { 0 } as u16;
-            let last = i == bufs.len() - 1;
-            if !last {
-                flags |= VRING_DESC_F_NEXT as u16;
-            }
-            let next = if last { 0 } else { first + i as u16 + 1 };
-            SplitDescriptor::new(addr, len, flags, next).into()
-        })
-        .collect();
-    mq.add_desc_chains(&descs, first).unwrap();
+    guest_memory(0x10_0000)
 }
 
 /// Adds a transmit chain carrying `parts`, one descriptor each, starting at descriptor
@@ -158,22 +120,14 @@ impl<'a> Harness<'a> {
     }
 
     fn activation(&self) -> (ActivationContext, EventFd, EventFd) {
-        let rx_evt = EventFd::new(EFD_NONBLOCK).unwrap();
-        let tx_evt = EventFd::new(EFD_NONBLOCK).unwrap();
+        let (rx, rx_evt) = active_queue(&self.rx);
+        let (tx, tx_evt) = active_queue(&self.tx);
         let ctx = ActivationContext {
             mem: self.mem.clone(),
-            queues: vec![
-                ActiveQueue {
-                    queue: self.rx.create_queue::<Queue>().unwrap(),
-                    notify_evt: rx_evt.try_clone().unwrap(),
-                },
-                ActiveQueue {
-                    queue: self.tx.create_queue::<Queue>().unwrap(),
-                    notify_evt: tx_evt.try_clone().unwrap(),
-                },
-            ],
+            queues: vec![rx, tx],
             interrupt: self.interrupt.clone(),
             acked_features: crate::virtio::features::VIRTIO_F_VERSION_1,
+            faults: std::sync::Arc::new(crate::virtio::NoFaultSink),
         };
         (ctx, rx_evt, tx_evt)
     }
@@ -184,12 +138,11 @@ fn sink(output: &FakeOutput) -> OutputSink {
 }
 
 /// Polls `cond` for up to five seconds: the worker thread runs on its own schedule.
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    assert!(
+        wait_until(Duration::from_secs(5), cond),
+        "timed out waiting for {what}"
+    );
 }
 
 #[test]
@@ -206,7 +159,7 @@ fn process_tx_single_chain_reaches_sink() {
     assert_eq!(used, 1);
     assert_eq!(output.bytes(), b"hello, world\n");
     assert_eq!(used_entries(&h.tx), vec![(0, 0)]);
-    assert_eq!(h.interrupt.tx.load(Ordering::SeqCst), 1);
+    assert_eq!(h.interrupt.queue(1), 1);
 }
 
 #[test]
@@ -225,7 +178,7 @@ fn process_tx_multi_descriptor_chains_reach_sink_in_order() {
     assert_eq!(output.bytes(), b"one two three four\n");
     assert_eq!(used_entries(&h.tx), vec![(0, 0), (3, 0)]);
     // One interrupt for the whole batch.
-    assert_eq!(h.interrupt.tx.load(Ordering::SeqCst), 1);
+    assert_eq!(h.interrupt.queue(1), 1);
 }
 
 #[test]
@@ -252,7 +205,7 @@ fn process_tx_empty_queue_no_interrupt() {
     let mut port = h.port();
 
     assert_eq!(port.process_tx(&mut sink(&output)), 0);
-    assert_eq!(h.interrupt.tx.load(Ordering::SeqCst), 0);
+    assert_eq!(h.interrupt.queue(1), 0);
 }
 
 #[test]
@@ -290,7 +243,7 @@ fn process_rx_input_bytes_land_in_rx_buffer() {
     let mut got = [0u8; 6];
     mem.read_slice(&mut got, GuestAddress(DATA)).unwrap();
     assert_eq!(&got, b"ls -l\n");
-    assert_eq!(h.interrupt.rx.load(Ordering::SeqCst), 1);
+    assert_eq!(h.interrupt.queue(0), 1);
 }
 
 #[test]
@@ -340,7 +293,7 @@ fn process_rx_eof_keeps_buffer_for_later() {
 
     assert_eq!(port.process_rx(&mut input), RxStatus::Eof);
     assert!(used_entries(&h.rx).is_empty());
-    assert_eq!(h.interrupt.rx.load(Ordering::SeqCst), 0);
+    assert_eq!(h.interrupt.queue(0), 0);
 }
 
 #[test]
@@ -386,7 +339,7 @@ fn console_worker_serves_tx_and_rx() {
     add_tx_chain(&h.tx, &mem, 0, DATA, &[b"boot ", b"log\n"]);
     tx_evt.write(1).unwrap();
     wait_for("transmit", || output.bytes() == b"boot log\n");
-    assert_eq!(h.interrupt.tx.load(Ordering::SeqCst), 1);
+    assert_eq!(h.interrupt.queue(1), 1);
 
     // Input typed before the guest has buffers waits for them.
     peer.write_all(b"x").unwrap();
@@ -540,6 +493,7 @@ impl<'a> MultiportHarness<'a> {
             interrupt: self.interrupt.clone(),
             acked_features: crate::virtio::features::VIRTIO_F_VERSION_1
                 | super::VIRTIO_CONSOLE_F_MULTIPORT,
+            faults: std::sync::Arc::new(crate::virtio::NoFaultSink),
         }
     }
 

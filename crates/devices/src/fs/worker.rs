@@ -1,4 +1,4 @@
-//! The fs worker thread: waits for queue notifications and runs FUSE requests.
+//! The fs queue work: FUSE requests from descriptor chains, run on the shared worker.
 //!
 //! One thread per device serves both queues (hiprio and the request queue) in arrival order:
 //! a request blocks the thread while the host syscall runs, which is what upstream libkrun
@@ -6,31 +6,25 @@
 
 use std::fmt::Write as _;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use fuse_backend_rs::abi::fuse_abi::InHeader;
 use fuse_backend_rs::api::server::Server;
-use fuse_backend_rs::transport::{Reader, VirtioFsWriter, Writer};
+use fuse_backend_rs::transport::{FsCacheReqHandler, Reader, VirtioFsWriter, Writer};
 use nix::sched::CloneFlags;
-use virtio_queue::{DescriptorChain, QueueT};
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
-use vmm_sys_util::eventfd::EventFd;
+use virtio_queue::{DescriptorChain, Queue, QueueT};
 
-use super::filesystem::ShareFs;
-use crate::virtio::{ActiveQueue, Interrupt};
+use super::backend::ShareFs;
+use super::dax::{DaxRequests, DaxWindow};
+use crate::virtio::{Interrupt, QueueHandler, Registry};
 use crate::GuestMemory;
 
-/// epoll token of the kill eventfd; queue tokens are their indexes.
-const KILL_TOKEN: u64 = u64::MAX;
-
-/// Everything the worker thread owns while the device is active.
-pub(crate) struct Worker {
+/// The device's queue work, run on the shared [`crate::virtio::Worker`] thread.
+pub(crate) struct FsHandler {
     /// Log prefix, `fs(<tag>)`.
     id: String,
     mem: GuestMemory,
-    queues: Vec<ActiveQueue>,
+    queues: Vec<Queue>,
     interrupt: Arc<dyn Interrupt>,
     fs: Arc<ShareFs>,
     /// One server for the device's activation: it keeps the protocol version FUSE_INIT
@@ -38,6 +32,8 @@ pub(crate) struct Worker {
     server: Server<Arc<ShareFs>>,
     /// Requests served and their lengths, per opcode, logged at debug when the worker ends.
     stats: RequestStats,
+    /// SETUPMAPPING/REMOVEMAPPING go here when the share has a DAX window.
+    dax: Option<DaxRequests>,
 }
 
 /// Opcodes below this are counted one by one; larger ones (CUSE_INIT, junk) share the last
@@ -79,53 +75,11 @@ impl RequestStats {
     }
 }
 
-/// A running worker. Stopping (or dropping) it lets the thread finish every request the
-/// guest already submitted, then joins it.
-pub(crate) struct WorkerHandle {
-    kill_evt: EventFd,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl WorkerHandle {
-    /// Starts the worker on a thread called `name`.
-    pub fn spawn(name: String, worker: Worker) -> io::Result<Self> {
-        let kill_evt = EventFd::new(libc::EFD_NONBLOCK)?;
-        let thread_kill_evt = kill_evt.try_clone()?;
-        let thread = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || worker.run(&thread_kill_evt))?;
-        Ok(Self {
-            kill_evt,
-            thread: Some(thread),
-        })
-    }
-
-    /// Asks the worker to drain its queues and exit, and waits for it.
-    pub fn stop(&mut self) {
-        let Some(thread) = self.thread.take() else {
-            return;
-        };
-        if let Err(e) = self.kill_evt.write(1) {
-            log::error!("fs: cannot signal the worker to stop: {e}");
-            return;
-        }
-        if thread.join().is_err() {
-            log::error!("fs: the worker thread panicked");
-        }
-    }
-}
-
-impl Drop for WorkerHandle {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-impl Worker {
+impl FsHandler {
     pub fn new(
         id: String,
         mem: GuestMemory,
-        queues: Vec<ActiveQueue>,
+        queues: Vec<Queue>,
         interrupt: Arc<dyn Interrupt>,
         fs: ShareFs,
     ) -> Self {
@@ -139,88 +93,22 @@ impl Worker {
             fs,
             server,
             stats: RequestStats::new(),
+            dax: None,
         }
     }
 
-    fn run(mut self, kill_evt: &EventFd) {
-        // The passthrough sets the umask to 0 when it opens the share (at FUSE_INIT, on this
-        // thread) so that the guest's modes reach the host unchanged. Unsharing the fs
-        // attributes keeps that umask change away from the rest of the VMM process.
-        if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_FS) {
-            log::warn!(
-                "{}: unshare(CLONE_FS) failed ({e}); the process umask will be cleared",
-                self.id
-            );
-        }
-        let epoll = match self.register(kill_evt) {
-            Ok(epoll) => epoll,
-            Err(e) => {
-                log::error!("{}: cannot set up the worker's epoll: {e}", self.id);
-                return;
-            }
-        };
-        let mut events = vec![EpollEvent::default(); self.queues.len() + 1];
-        loop {
-            let count = match epoll.wait(-1, &mut events) {
-                Ok(count) => count,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log::error!("{}: epoll_wait failed: {e}", self.id);
-                    return;
-                }
-            };
-            for event in &events[..count] {
-                match event.data() {
-                    KILL_TOKEN => {
-                        // Finish what the guest already queued before exiting.
-                        for index in 0..self.queues.len() {
-                            self.process_queue(index);
-                        }
-                        self.stats.log(&self.id);
-                        return;
-                    }
-                    token => {
-                        let index = usize::try_from(token).unwrap_or(usize::MAX);
-                        let Some(queue) = self.queues.get(index) else {
-                            continue;
-                        };
-                        // The counter only says "look at the queue": reset it, then drain.
-                        if let Err(e) = queue.notify_evt.read() {
-                            if e.kind() != io::ErrorKind::WouldBlock {
-                                log::debug!("{}: reading queue {index} eventfd: {e}", self.id);
-                            }
-                        }
-                        self.process_queue(index);
-                    }
-                }
-            }
-        }
-    }
-
-    fn register(&self, kill_evt: &EventFd) -> io::Result<Epoll> {
-        let epoll = Epoll::new()?;
-        epoll.ctl(
-            ControlOperation::Add,
-            kill_evt.as_raw_fd(),
-            EpollEvent::new(EventSet::IN, KILL_TOKEN),
-        )?;
-        for (index, queue) in self.queues.iter().enumerate() {
-            epoll.ctl(
-                ControlOperation::Add,
-                queue.notify_evt.as_raw_fd(),
-                EpollEvent::new(EventSet::IN, index as u64),
-            )?;
-        }
-        Ok(epoll)
+    /// Serves mapping requests into `window` (none: they fail with EINVAL).
+    pub fn with_dax(mut self, window: Option<Arc<dyn DaxWindow>>) -> Self {
+        self.dax = window.map(|w| DaxRequests::new(self.id.clone(), w));
+        self
     }
 
     /// Serves every available chain of queue `index`, then interrupts the guest once if it
     /// asked to be notified.
     fn process_queue(&mut self, index: usize) {
-        let Some(active) = self.queues.get_mut(index) else {
+        let Some(queue) = self.queues.get_mut(index) else {
             return;
         };
-        let queue = &mut active.queue;
         let mut used_any = false;
         while let Some(chain) = queue.pop_descriptor_chain(&self.mem) {
             let head = chain.head_index();
@@ -231,27 +119,58 @@ impl Worker {
                 &self.mem,
                 chain,
                 &mut self.stats,
+                self.dax.as_mut(),
             );
-            if let Err(e) = queue.add_used(&self.mem, head, len) {
-                log::error!("{}: cannot return descriptor {head}: {e}", self.id);
-                break;
+            // A head past the table (the guest's mistake) cannot be returned; the chains
+            // behind it still are, rather than waiting for the next notification.
+            match queue.add_used(&self.mem, head, len) {
+                Ok(()) => used_any = true,
+                Err(e) => log::debug!("{}: cannot return descriptor {head}: {e}", self.id),
             }
-            used_any = true;
         }
         if !used_any {
             return;
         }
-        let notify = queue.needs_notification(&self.mem).unwrap_or_else(|e| {
-            log::debug!("{}: needs_notification failed ({e}), interrupting", self.id);
-            true
-        });
-        if notify {
-            #[allow(clippy::cast_possible_truncation)] // at most two queues
-            let queue_index = index as u16;
-            if let Err(e) = self.interrupt.signal_queue(queue_index) {
-                log::error!("{}: cannot interrupt the guest: {e}", self.id);
-            }
+        #[allow(clippy::cast_possible_truncation)] // at most two queues
+        let queue_index = index as u16;
+        crate::virtio::signal_used(
+            queue,
+            &self.mem,
+            self.interrupt.as_ref(),
+            queue_index,
+            &self.id,
+        );
+    }
+}
+
+impl QueueHandler for FsHandler {
+    fn start(&mut self, _registry: &Registry) -> io::Result<()> {
+        // The passthrough sets the umask to 0 when it opens the share (at FUSE_INIT, on this
+        // thread) so that the guest's modes reach the host unchanged. Unsharing the fs
+        // attributes keeps that umask change away from the rest of the VMM process.
+        if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_FS) {
+            log::warn!(
+                "{}: unshare(CLONE_FS) failed ({e}); the process umask will be cleared",
+                self.id
+            );
         }
+        // Serve what the guest queued before the worker started.
+        for index in 0..self.queues.len() {
+            self.process_queue(index);
+        }
+        Ok(())
+    }
+
+    fn queue_notified(&mut self, index: usize, _registry: &Registry) {
+        self.process_queue(index);
+    }
+
+    fn stop(&mut self) {
+        // Finish what the guest already queued before exiting.
+        for index in 0..self.queues.len() {
+            self.process_queue(index);
+        }
+        self.stats.log(&self.id);
     }
 }
 
@@ -264,6 +183,7 @@ fn serve_chain(
     mem: &GuestMemory,
     chain: DescriptorChain<&GuestMemory>,
     stats: &mut RequestStats,
+    dax: Option<&mut DaxRequests>,
 ) -> u32 {
     let reader = match Reader::from_descriptor_chain(mem, chain.clone()) {
         Ok(reader) => reader,
@@ -289,10 +209,20 @@ fn serve_chain(
         stats.record(header.opcode, header.len);
     }
     fs.intercept_exit_code(&reader);
-    match server.handle_message(reader, writer, None, None) {
-        Ok(written) => u32::try_from(written).unwrap_or(u32::MAX),
-        Err(e) => {
+    // A filesystem layer that panics (fuse-backend-rs's union unwraps in places) fails
+    // this request, as an error does, instead of taking the VMM down.
+    let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let dax = dax.map(|d| d as &mut dyn FsCacheReqHandler);
+        server.handle_message(reader, writer, dax, None)
+    }));
+    match handled {
+        Ok(Ok(written)) => u32::try_from(written).unwrap_or(u32::MAX),
+        Ok(Err(e)) => {
             log::debug!("{id}: request failed: {e}");
+            0
+        }
+        Err(_) => {
+            log::warn!("{id}: a request panicked in the filesystem; it fails");
             0
         }
     }

@@ -3,12 +3,11 @@
 use std::sync::{Arc, Mutex};
 
 use virtio_queue::QueueT;
-use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use super::regs::{self, status};
 use super::MmioTransport;
 use crate::virtio::features::VIRTIO_F_VERSION_1;
-use crate::virtio::{ActivateError, ActivationContext, Interrupt, VirtioDevice};
+use crate::virtio::{ActivateError, ActivationContext, Interrupt, ShmRegion, VirtioDevice};
 
 const DUMMY_TYPE: u32 = 42;
 const QUEUE_MAX: u16 = 16;
@@ -26,6 +25,8 @@ struct DummyState {
     shutdowns: usize,
     fail_activate: bool,
     config: [u8; 8],
+    /// Shared memory region 0, if any.
+    shm: Option<ShmRegion>,
 }
 
 struct DummyDevice {
@@ -81,10 +82,13 @@ impl VirtioDevice for DummyDevice {
     fn shutdown(&mut self) {
         self.state.lock().unwrap().shutdowns += 1;
     }
+    fn shm_region(&self, id: u32) -> Option<ShmRegion> {
+        self.state.lock().unwrap().shm.filter(|_| id == 0)
+    }
 }
 
 fn transport() -> (MmioTransport, Arc<Mutex<DummyState>>) {
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+    let mem = crate::test_support::guest_memory(0x10_0000);
     let state = Arc::new(Mutex::new(DummyState::default()));
     let device = DummyDevice {
         state: state.clone(),
@@ -152,6 +156,24 @@ fn transport_identity_registers_report_virtio_mmio_v2() {
     assert_eq!(t.device_type(), DUMMY_TYPE);
     assert_eq!(t.queue_notify_evts().len(), 2);
     assert_eq!(read(&mut t, regs::SHM_LEN_LOW), u32::MAX);
+}
+
+#[test]
+fn transport_shm_registers_describe_selected_region_and_all_ones_for_missing() {
+    let (mut t, state) = transport();
+    state.lock().unwrap().shm = Some(ShmRegion {
+        base: 0x1_2345_6000,
+        len: 0x2_0060_0000,
+    });
+    write(&mut t, regs::SHM_SEL, 0);
+    assert_eq!(read(&mut t, regs::SHM_LEN_LOW), 0x0060_0000);
+    assert_eq!(read(&mut t, regs::SHM_LEN_HIGH), 2);
+    assert_eq!(read(&mut t, regs::SHM_BASE_LOW), 0x2345_6000);
+    assert_eq!(read(&mut t, regs::SHM_BASE_HIGH), 1);
+    write(&mut t, regs::SHM_SEL, 1);
+    assert_eq!(read(&mut t, regs::SHM_LEN_LOW), u32::MAX);
+    assert_eq!(read(&mut t, regs::SHM_LEN_HIGH), u32::MAX);
+    assert_eq!(read(&mut t, regs::SHM_BASE_LOW), 0);
 }
 
 #[test]

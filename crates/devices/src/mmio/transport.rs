@@ -12,7 +12,10 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::interrupt::MmioInterrupt;
 use super::regs::{self, status};
 use crate::virtio::features::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
-use crate::virtio::{ActivationContext, ActiveQueue, Interrupt, VirtioDevice};
+use crate::virtio::{
+    ActivationContext, ActiveQueue, DeviceState, FaultSink, Interrupt, NoFaultSink, ShmRegion,
+    VirtioDevice,
+};
 use crate::GuestMemory;
 
 /// Status values the driver may move to from a given value, in the order of the
@@ -101,12 +104,18 @@ pub struct MmioTransport {
     interrupt_status: Arc<AtomicU32>,
     config_generation: Arc<AtomicU32>,
     status: u32,
-    activated: bool,
+    /// Activated once DRIVER_OK reached the device; Failed when its activation failed (the
+    /// status then carries DEVICE_NEEDS_RESET until the driver resets).
+    state: DeviceState<()>,
     device_features_sel: u32,
     driver_features_sel: u32,
     acked_features: u64,
     queue_sel: u32,
     queues: Vec<QueueConfig>,
+    /// SHMSel: which shared memory region SHMLen/SHMBase describe.
+    shm_sel: u32,
+    /// Handed to the device at activation: where its worker reports a fatal failure.
+    faults: Arc<dyn FaultSink>,
 }
 
 impl MmioTransport {
@@ -138,13 +147,22 @@ impl MmioTransport {
             interrupt_status,
             config_generation,
             status: 0,
-            activated: false,
+            state: DeviceState::Inactive,
             device_features_sel: 0,
             driver_features_sel: 0,
             acked_features: 0,
             queue_sel: 0,
             queues,
+            shm_sel: 0,
+            faults: Arc::new(NoFaultSink),
         })
+    }
+
+    /// Makes the device report a failure of its worker (a panic) to `faults` instead of
+    /// only logging it; the VMM passes the sink that stops the VM.
+    pub fn with_faults(mut self, faults: Arc<dyn FaultSink>) -> Self {
+        self.faults = faults;
+        self
     }
 
     /// One eventfd per queue, in queue order; the VMM registers each as an ioeventfd.
@@ -221,9 +239,11 @@ impl MmioTransport {
             regs::QUEUE_READY => self.selected_queue().map_or(0, |q| u32::from(q.ready)),
             regs::INTERRUPT_STATUS => self.interrupt_status.load(Ordering::SeqCst),
             regs::STATUS => self.status,
-            // No shared memory regions: a length of all ones tells the driver so.
-            regs::SHM_LEN_LOW | regs::SHM_LEN_HIGH => u32::MAX,
-            regs::SHM_BASE_LOW | regs::SHM_BASE_HIGH => 0,
+            // A region the device lacks has a length of all ones (virtio 1.2, 4.2.2).
+            regs::SHM_LEN_LOW => self.shm_region().map_or(u32::MAX, |r| r.len as u32),
+            regs::SHM_LEN_HIGH => self.shm_region().map_or(u32::MAX, |r| (r.len >> 32) as u32),
+            regs::SHM_BASE_LOW => self.shm_region().map_or(0, |r| r.base as u32),
+            regs::SHM_BASE_HIGH => self.shm_region().map_or(0, |r| (r.base >> 32) as u32),
             regs::CONFIG_GENERATION => self.config_generation.load(Ordering::SeqCst),
             _ => {
                 debug!("virtio-mmio: read of write-only or unknown register {offset:#x}");
@@ -264,9 +284,13 @@ impl MmioTransport {
                 self.interrupt_status.fetch_and(!value, Ordering::SeqCst);
             }
             regs::STATUS => self.write_status(value),
-            regs::SHM_SEL => {}
+            regs::SHM_SEL => self.shm_sel = value,
             _ => debug!("virtio-mmio: write of read-only or unknown register {offset:#x}"),
         }
+    }
+
+    fn shm_region(&self) -> Option<ShmRegion> {
+        self.device.shm_region(self.shm_sel)
     }
 
     fn selected_queue(&self) -> Option<&QueueConfig> {
@@ -435,10 +459,12 @@ impl MmioTransport {
             queues,
             interrupt: self.interrupt.clone(),
             acked_features: self.acked_features,
+            faults: self.faults.clone(),
         };
         match self.device.activate(ctx) {
-            Ok(()) => self.activated = true,
+            Ok(()) => self.state = DeviceState::Activated(()),
             Err(e) => {
+                self.state = DeviceState::Failed;
                 error!(
                     "virtio-mmio: device {} failed to activate: {e}",
                     self.device.device_type()
@@ -459,17 +485,15 @@ impl MmioTransport {
     /// Status 0: the device stops using the queues and every register returns to its
     /// initial value (virtio 1.2, section 2.4).
     fn reset(&mut self) {
-        if self.activated {
-            if !self.device.reset() {
-                warn!(
-                    "virtio-mmio: device {} cannot be reset",
-                    self.device.device_type()
-                );
-                self.status = status::DEVICE_NEEDS_RESET;
-                return;
-            }
-            self.activated = false;
+        if self.state.is_activated() && !self.device.reset() {
+            warn!(
+                "virtio-mmio: device {} cannot be reset",
+                self.device.device_type()
+            );
+            self.status = status::DEVICE_NEEDS_RESET;
+            return;
         }
+        self.state = DeviceState::Inactive;
         self.status = 0;
         self.device_features_sel = 0;
         self.driver_features_sel = 0;

@@ -16,10 +16,30 @@
 use std::io;
 use std::sync::Arc;
 
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::GuestMemory;
+
+mod worker;
+pub use worker::{QueueHandler, Registry, Worker, MAX_HANDLER_TOKEN};
+
+/// Where a device reports that it failed for good while the VM runs (its worker thread
+/// panicked): the VMM's implementation stops the VM and makes the run return an error naming
+/// the device. Called from the failing device's worker thread, once per failure.
+pub trait FaultSink: Send + Sync {
+    /// `device` (the worker's name, e.g. `net0`) stopped serving; `reason` says why.
+    fn device_failed(&self, device: &str, reason: &str);
+}
+
+/// A [`FaultSink`] that takes no action: the worker's own error line is all that happens
+/// (for tests, and transports that no VM watches).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoFaultSink;
+
+impl FaultSink for NoFaultSink {
+    fn device_failed(&self, _device: &str, _reason: &str) {}
+}
 
 /// Virtio device ids (virtio 1.2, section 5).
 pub mod device_type {
@@ -77,6 +97,28 @@ pub trait Interrupt: Send + Sync {
     fn signal_config(&self) -> io::Result<()>;
 }
 
+/// Interrupts the guest for queue `index` after the device put buffers in its used ring,
+/// unless the driver suppressed the notification (EVENT_IDX or NO_INTERRUPT). When the
+/// suppression check itself fails, the guest is interrupted anyway: a spurious interrupt
+/// costs little, a lost one can stall the driver. `id` names the device in log lines.
+pub fn signal_used(
+    queue: &mut Queue,
+    mem: &GuestMemory,
+    interrupt: &dyn Interrupt,
+    index: u16,
+    id: &str,
+) {
+    let notify = queue.needs_notification(mem).unwrap_or_else(|e| {
+        log::debug!("{id}: needs_notification failed ({e}), interrupting");
+        true
+    });
+    if notify {
+        if let Err(e) = interrupt.signal_queue(index) {
+            log::error!("{id}: cannot interrupt the guest: {e}");
+        }
+    }
+}
+
 /// One queue handed to a device at activation: the negotiated queue state and the eventfd
 /// that becomes readable whenever the driver notifies that queue.
 pub struct ActiveQueue {
@@ -92,6 +134,8 @@ pub struct ActivationContext {
     pub interrupt: Arc<dyn Interrupt>,
     /// The features the driver acknowledged (also given earlier to `set_acked_features`).
     pub acked_features: u64,
+    /// Where the device's worker reports a failure that ends it (see [`FaultSink`]).
+    pub faults: Arc<dyn FaultSink>,
 }
 
 impl ActivationContext {
@@ -120,6 +164,59 @@ pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
     };
     let n = src.len().min(data.len());
     data[..n].copy_from_slice(&src[..n]);
+}
+
+/// Where a device is in its lifecycle; every device keeps one. `A` is what an active device
+/// owns (usually its [`Worker`]).
+#[derive(Debug, Default)]
+pub enum DeviceState<A> {
+    /// Not activated yet, or reset by the driver.
+    #[default]
+    Inactive,
+    /// Serving its queues.
+    Activated(A),
+    /// Activation failed, or the device stopped on an error: it serves nothing until the
+    /// driver resets it.
+    Failed,
+}
+
+impl<A> DeviceState<A> {
+    pub fn is_activated(&self) -> bool {
+        matches!(self, Self::Activated(_))
+    }
+
+    /// Leaves `Inactive` behind and returns what the active device owned, if it was active.
+    pub fn take_active(&mut self) -> Option<A> {
+        match std::mem::take(self) {
+            Self::Activated(active) => Some(active),
+            _ => None,
+        }
+    }
+}
+
+impl<H: QueueHandler> DeviceState<Worker<H>> {
+    /// Starts `handler` on a worker thread called `name`, woken by `queue_evts` (see
+    /// [`Worker::spawn`]), and records the outcome: Activated, or Failed when the thread
+    /// could not start (the handler, and the backend in it, went down with it). A panic on
+    /// the worker is reported to `faults`.
+    pub fn start_worker(
+        &mut self,
+        name: impl Into<String>,
+        queue_evts: Vec<(usize, EventFd)>,
+        handler: H,
+        faults: Arc<dyn FaultSink>,
+    ) -> Result<(), ActivateError> {
+        match Worker::spawn_reporting(name, queue_evts, handler, faults) {
+            Ok(worker) => {
+                *self = Self::Activated(worker);
+                Ok(())
+            }
+            Err(e) => {
+                *self = Self::Failed;
+                Err(ActivateError::Worker(e))
+            }
+        }
+    }
 }
 
 /// Why a device could not be activated; the transport then sets DEVICE_NEEDS_RESET.
@@ -157,6 +254,20 @@ pub trait VirtioDevice: Send {
     /// The VM is ending: finish what the guest already submitted (flush output, sync files),
     /// stop and join every worker. Called once; the device is dropped right after.
     fn shutdown(&mut self) {}
+    /// The shared memory region with this id (virtio 1.2, 2.10), if the device has one.
+    fn shm_region(&self, _id: u32) -> Option<ShmRegion> {
+        None
+    }
+}
+
+/// One shared memory region of a device (virtio 1.2, 2.10): guest physical memory the
+/// device and driver share outside the queues (virtio-fs's DAX window).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShmRegion {
+    /// Guest physical address of the region.
+    pub base: u64,
+    /// Size in bytes.
+    pub len: u64,
 }
 
 #[cfg(test)]

@@ -228,7 +228,7 @@ impl Connection {
                     return self.reset(out);
                 }
                 self.guest_tx_total = self.guest_tx_total.wrapping_add(len);
-                self.tx_buf.extend(pkt.data);
+                self.buffer(pkt.data);
                 if self.flush().is_err() {
                     return self.reset(out);
                 }
@@ -264,6 +264,26 @@ impl Connection {
             }
         }
         out
+    }
+
+    /// Appends guest data to `tx_buf`, growing it by doubling but never past `BUF_ALLOC`:
+    /// the credit check keeps its length within `BUF_ALLOC`, and this keeps its allocation
+    /// there too (a plain `extend` may double past it, to almost 2 x `BUF_ALLOC` per
+    /// connection under odd-sized packets, twice the bound docs/limits.md gives).
+    fn buffer(&mut self, data: Vec<u8>) {
+        let need = self.tx_buf.len() + data.len();
+        if need > self.tx_buf.capacity() {
+            let cap = BUF_ALLOC as usize;
+            let target = need.max(self.tx_buf.capacity() * 2).min(cap).max(need);
+            self.tx_buf.reserve_exact(target - self.tx_buf.len());
+        }
+        self.tx_buf.extend(data);
+    }
+
+    /// Bytes `tx_buf` has allocated (tests check it stays within `BUF_ALLOC`).
+    #[cfg(test)]
+    pub fn tx_buf_capacity(&self) -> usize {
+        self.tx_buf.capacity()
     }
 
     fn reset(&mut self, mut out: Outcome) -> Outcome {

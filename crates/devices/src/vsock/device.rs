@@ -1,13 +1,15 @@
 //! The virtio-vsock device (virtio 1.2, section 5.10): features, config space, lifecycle.
 
-use log::error;
+use std::sync::Arc;
 
+use super::backend::{HostBackend, VsockBackend};
 use super::muxer::Muxer;
-use super::worker::{Queues, Worker};
+use super::worker::{Queues, VsockHandler};
 use super::VsockConfig;
 use crate::virtio::features::VIRTIO_F_VERSION_1;
 use crate::virtio::{
-    device_type, read_config_bytes, ActivateError, ActivationContext, VirtioDevice,
+    device_type, read_config_bytes, ActivateError, ActivationContext, DeviceState, VirtioDevice,
+    Worker,
 };
 
 pub const RX_QUEUE_INDEX: u16 = 0;
@@ -22,16 +24,24 @@ pub const VIRTIO_VSOCK_F_DGRAM: u64 = 1 << 3;
 /// virtio-vsock with the muxer behind it; a "vsock0" worker serves it while active.
 pub struct Vsock {
     cfg: VsockConfig,
+    backend: Arc<dyn VsockBackend>,
     acked_features: u64,
-    worker: Option<Worker>,
+    state: DeviceState<Worker<VsockHandler>>,
 }
 
 impl Vsock {
+    /// A device whose muxer reaches the real host sockets.
     pub fn new(cfg: VsockConfig) -> Self {
+        Self::with_backend(cfg, Arc::new(HostBackend))
+    }
+
+    /// A device whose muxer opens host sockets through `backend`.
+    pub fn with_backend(cfg: VsockConfig, backend: Arc<dyn VsockBackend>) -> Self {
         Vsock {
             cfg,
+            backend,
             acked_features: 0,
-            worker: None,
+            state: DeviceState::Inactive,
         }
     }
 
@@ -40,8 +50,9 @@ impl Vsock {
     }
 
     fn stop_worker(&mut self) {
-        if let Some(w) = self.worker.take() {
-            w.stop();
+        if let Some(mut worker) = self.state.take_active() {
+            // The handler, its muxer and every host socket close with it.
+            drop(worker.stop());
         }
     }
 }
@@ -70,13 +81,15 @@ impl VirtioDevice for Vsock {
 
     fn activate(&mut self, mut ctx: ActivationContext) -> Result<(), ActivateError> {
         let [rx, tx, ev] = ctx.take_queues::<{ QUEUE_SIZES.len() }>()?;
-        if self.worker.is_some() {
+        if self.state.is_activated() {
             return Err(ActivateError::Backend(std::io::Error::other(
                 "vsock already active",
             )));
         }
-        let mux = Muxer::new(self.cfg.clone())
-            .map_err(|e| ActivateError::Backend(std::io::Error::other(e)))?;
+        let mux = Muxer::new(self.cfg.clone(), self.backend.clone()).map_err(|e| {
+            self.state = DeviceState::Failed;
+            ActivateError::Backend(std::io::Error::other(e))
+        })?;
         let queues = Queues {
             mem: ctx.mem,
             rx: rx.queue,
@@ -84,10 +97,13 @@ impl VirtioDevice for Vsock {
             event: ev.queue,
             interrupt: ctx.interrupt,
         };
-        let worker = Worker::spawn(queues, mux, rx.notify_evt, tx.notify_evt, ev.notify_evt)
-            .map_err(ActivateError::Worker)?;
-        self.worker = Some(worker);
-        Ok(())
+        let evts = vec![
+            (usize::from(RX_QUEUE_INDEX), rx.notify_evt),
+            (usize::from(TX_QUEUE_INDEX), tx.notify_evt),
+            (usize::from(EVENT_QUEUE_INDEX), ev.notify_evt),
+        ];
+        let handler = VsockHandler { queues, mux };
+        self.state.start_worker("vsock0", evts, handler, ctx.faults)
     }
 
     fn reset(&mut self) -> bool {
@@ -103,8 +119,8 @@ impl VirtioDevice for Vsock {
 
 impl Drop for Vsock {
     fn drop(&mut self) {
-        if self.worker.is_some() {
-            error!("vsock0: dropped while active; stopping the worker");
+        if self.state.is_activated() {
+            log::error!("vsock0: dropped while active; stopping the worker");
         }
         self.stop_worker();
     }

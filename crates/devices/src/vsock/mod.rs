@@ -1,9 +1,12 @@
 //! virtio-vsock (virtio 1.2, section 5.10) with unix-socket bridges and TSI.
 //!
-//! `device.rs` is the virtio face (queues, config, lifecycle), `worker.rs` the "vsock0"
-//! thread, `muxer.rs` routes packets between the guest and host sockets, `connection.rs`
-//! holds one stream's state and credit, `tsi/` impersonates guest inet/unix sockets.
+//! `device.rs` is the virtio face (queues, config, lifecycle), `worker.rs` the queue work on
+//! the shared worker ("vsock0"), `backend.rs` how host sockets are opened (the
+//! [`VsockBackend`] trait and the real one), `muxer.rs` routes packets between the guest and
+//! host sockets, `connection.rs` holds one stream's state and credit, `tsi/` impersonates
+//! guest inet/unix sockets, `tests.rs` drives the muxer and the device.
 
+mod backend;
 mod connection;
 mod device;
 mod muxer;
@@ -12,15 +15,18 @@ mod tsi;
 mod worker;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
 
 use std::io;
 use std::path::PathBuf;
 
+pub use backend::{HostBackend, HostListener, VsockBackend, CONNECT_TIMEOUT};
 pub use connection::{HostStream, BUF_ALLOC};
 pub use device::{Vsock, EVENT_QUEUE_INDEX, QUEUE_SIZE, RX_QUEUE_INDEX, TX_QUEUE_INDEX};
 pub use packet::{Header, HDR_SIZE, HOST_CID};
-pub use tsi::{TsiScope, SCOPE_BLOCKED_ERRNO, TSI_HIJACK_INET, TSI_HIJACK_UNIX};
+pub use tsi::{TsiAddr, TsiScope, SCOPE_BLOCKED_ERRNO, TSI_HIJACK_INET, TSI_HIJACK_UNIX};
 
 /// The guest CID upstream libkrun gives every VM.
 pub const DEFAULT_GUEST_CID: u64 = 3;

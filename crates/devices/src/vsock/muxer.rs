@@ -4,20 +4,25 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use log::{debug, warn};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
+use super::backend::{HostListener, VsockBackend};
 use super::connection::{ConnState, Connection, HostRead, HostStream, Outcome};
 use super::packet::{Header, Packet, HOST_CID, OP_REQUEST, OP_RST, TYPE_DGRAM, TYPE_STREAM};
-use super::tsi::TsiState;
+use super::tsi::{TsiAddr, TsiState};
 use super::{VsockConfig, VsockError};
 
 /// Most control packets (responses, resets) waiting for receive buffers; past it new ones
 /// are dropped and logged, so a guest that never posts buffers cannot grow the VMM.
 const MAX_CTRL_QUEUE: usize = 4096;
+/// Live connections at most (guest- and host-initiated): each buffers up to
+/// [`BUF_ALLOC`](super::connection::BUF_ALLOC) of guest data, so this bounds that memory
+/// (2048 x 256 KiB = 512 MiB) and the host fds behind them. A request past it gets a RST.
+pub const MAX_CONNECTIONS: usize = 2048;
 /// First epoll token handed to host fds; lower ones belong to the worker.
 pub const FIRST_SOURCE_TOKEN: u64 = 16;
 /// Host-side ports of host-initiated connections start here, far from guest-chosen ports.
@@ -46,13 +51,19 @@ pub enum Ready {
 struct Bridge {
     port: u32,
     path: PathBuf,
-    listener: UnixListener,
+    listener: Box<dyn HostListener>,
 }
 
+/// Routes packets between the guest and the host sockets the backend opens. Its host fds
+/// are an interest set of its own (`epoll`), which the device's worker watches as one fd and
+/// drains with [`Muxer::process_host_events`]; the muxer runs no loop.
 pub struct Muxer {
     pub(super) cfg: VsockConfig,
+    pub(super) backend: Arc<dyn VsockBackend>,
     pub(super) epoll: Epoll,
     pub(super) conns: HashMap<ConnKey, Connection>,
+    /// [`MAX_CONNECTIONS`]; tests lower it.
+    pub(super) max_conns: usize,
     sources: HashMap<u64, Source>,
     next_token: u64,
     ctrl: VecDeque<Packet>,
@@ -65,13 +76,15 @@ pub struct Muxer {
 
 impl Muxer {
     /// Creates the epoll set and binds the `listen = true` bridge sockets.
-    pub fn new(cfg: VsockConfig) -> Result<Self, VsockError> {
+    pub fn new(cfg: VsockConfig, backend: Arc<dyn VsockBackend>) -> Result<Self, VsockError> {
         let epoll = Epoll::new().map_err(VsockError::Epoll)?;
         let tsi = TsiState::new().map_err(VsockError::Epoll)?;
         let mut mux = Muxer {
             cfg,
+            backend,
             epoll,
             conns: HashMap::new(),
+            max_conns: MAX_CONNECTIONS,
             sources: HashMap::new(),
             next_token: FIRST_SOURCE_TOKEN,
             ctrl: VecDeque::new(),
@@ -85,13 +98,12 @@ impl Muxer {
             if !port.listen {
                 continue;
             }
-            // A stale socket file from an earlier run would make bind fail.
-            let _ = std::fs::remove_file(&port.path);
-            let listener = UnixListener::bind(&port.path)
-                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            let listener = mux
+                .backend
+                .listen_unix(&port.path)
                 .map_err(|e| VsockError::Bind(port.path.clone(), e))?;
             let idx = mux.bridges.len();
-            mux.add_source(listener.as_raw_fd(), EventSet::IN, Source::Bridge(idx))
+            mux.add_source(listener.raw_fd(), EventSet::IN, Source::Bridge(idx))
                 .map_err(VsockError::Epoll)?;
             mux.bridges.push(Bridge {
                 port: port.port,
@@ -174,6 +186,12 @@ impl Muxer {
         stream: Box<dyn HostStream>,
         state: ConnState,
     ) -> io::Result<()> {
+        if self.conns.len() >= self.max_conns && !self.conns.contains_key(&key) {
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!("{} connections already", self.max_conns),
+            ));
+        }
         let fd = stream.raw_fd();
         let token = self.add_source(fd, EventSet::empty(), Source::Conn(key))?;
         let conn = Connection::new(self.cfg.guest_cid, key.0, key.1, stream, state, token);
@@ -291,6 +309,17 @@ impl Muxer {
     /// A guest connect: TSI proxy port, a unix bridge, or a reset.
     fn on_guest_request(&mut self, pkt: Packet) {
         let key = (pkt.hdr.dst_port, pkt.hdr.src_port);
+        if self.conns.len() >= self.max_conns {
+            // Refused before any host socket is opened: a guest past the cap must not make
+            // the VMM connect to the host service only to hang up on it.
+            debug!(
+                "vsock0: {} connections already, refusing port {}",
+                self.max_conns, key.0
+            );
+            let rst = self.rst_for(&pkt.hdr);
+            self.push_ctrl(rst);
+            return;
+        }
         let stream: Option<Box<dyn HostStream>> = if let Some(s) = self.tsi_take_stream(&pkt.hdr) {
             Some(s)
         } else if let Some(port) = self
@@ -299,9 +328,8 @@ impl Muxer {
             .iter()
             .find(|p| p.port == pkt.hdr.dst_port && !p.listen)
         {
-            match UnixStream::connect(&port.path).and_then(|s| s.set_nonblocking(true).map(|()| s))
-            {
-                Ok(s) => Some(Box::new(s)),
+            match self.backend.connect(&TsiAddr::Unix(port.path.clone())) {
+                Ok(s) => Some(s),
                 Err(e) => {
                     debug!("vsock0: port {} -> {}: {e}", port.port, port.path.display());
                     None
@@ -373,21 +401,17 @@ impl Muxer {
 
     fn on_bridge_accept(&mut self, idx: usize) {
         loop {
-            let Some(bridge) = self.bridges.get(idx) else {
+            let Some(bridge) = self.bridges.get_mut(idx) else {
                 return;
             };
             let port = bridge.port;
             match bridge.listener.accept() {
-                Ok((stream, _)) => {
-                    if let Err(e) = stream.set_nonblocking(true) {
-                        debug!("vsock0: bridge {port}: {e}");
-                        continue;
-                    }
-                    if let Err(e) = self.connect_to_guest(port, Box::new(stream)) {
+                Ok(Some(stream)) => {
+                    if let Err(e) = self.connect_to_guest(port, stream) {
                         warn!("vsock0: bridge {port}: cannot poll connection: {e}");
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Ok(None) => return,
                 Err(e) => {
                     debug!("vsock0: bridge {} accept: {e}", bridge.path.display());
                     return;
@@ -448,12 +472,27 @@ impl Muxer {
     pub fn connect_evt_fd(&self) -> RawFd {
         self.tsi.connect_evt.as_raw_fd()
     }
-}
 
-impl Drop for Muxer {
-    fn drop(&mut self) {
-        for b in &self.bridges {
-            let _ = std::fs::remove_file(&b.path);
+    /// The fd of the muxer's interest set: readable when a host socket has an event.
+    pub fn epoll_fd(&self) -> RawFd {
+        self.epoll.as_raw_fd()
+    }
+
+    /// Handles the host socket events that are ready now (never waits); at most `max`
+    /// per call, the rest stay ready for the next one.
+    pub fn process_host_events(&mut self, max: usize) {
+        let mut events = [EpollEvent::default(); 64];
+        let max = max.min(events.len());
+        let n = match self.epoll.wait(0, &mut events[..max]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => {
+                warn!("vsock0: cannot read the host socket events: {e}");
+                0
+            }
+        };
+        for ev in &events[..n] {
+            self.on_host_event(ev.data(), ev.event_set());
         }
     }
 }

@@ -1,13 +1,14 @@
 //! vsock tests: the muxer driven directly (guest packets in, guest packets out, host
 //! sockets real), plus the queue path with mock queues and the device lifecycle.
 
-use std::io::{self, Read, Write};
+use std::collections::VecDeque;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use virtio_bindings::bindings::virtio_ring::VRING_DESC_F_WRITE;
@@ -15,17 +16,17 @@ use virtio_queue::desc::split::Descriptor as SplitDescriptor;
 use virtio_queue::desc::RawDescriptor;
 use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::Queue;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::connection::BUF_ALLOC;
+use super::connection::{ConnState, Connection, HostStream, BUF_ALLOC};
 use super::muxer::{Muxer, FIRST_SOURCE_TOKEN};
 use super::packet::*;
 use super::tsi::*;
 use super::worker::Queues;
 use super::*;
-use crate::virtio::{ActivationContext, ActiveQueue, Interrupt, VirtioDevice};
+use crate::virtio::{ActivationContext, ActiveQueue, VirtioDevice};
 use crate::GuestMemory;
 
 const GUEST: u64 = 3;
@@ -43,7 +44,11 @@ fn tempdir(name: &str) -> PathBuf {
 }
 
 fn mux(cfg: VsockConfig) -> Muxer {
-    let m = Muxer::new(cfg).unwrap();
+    mux_with(cfg, Arc::new(HostBackend))
+}
+
+fn mux_with(cfg: VsockConfig, backend: Arc<dyn VsockBackend>) -> Muxer {
+    let m = Muxer::new(cfg, backend).unwrap();
     m.epoll
         .ctl(
             ControlOperation::Add,
@@ -243,6 +248,65 @@ fn guest_overrunning_credit_gets_rst() {
     assert!(m.conns.is_empty());
 }
 
+/// A host socket that never takes a byte: everything the guest sends stays in `tx_buf`.
+struct StuckStream(UnixStream);
+
+impl Read for StuckStream {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::WouldBlock.into())
+    }
+}
+
+impl Write for StuckStream {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::WouldBlock.into())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl HostStream for StuckStream {
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+    fn shutdown_write(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn connection_buffer_of_full_credit_in_odd_packets_allocates_at_most_buf_alloc() {
+    let (a, _b) = UnixStream::pair().unwrap();
+    let mut conn = Connection::new(
+        GUEST,
+        1234,
+        5000,
+        Box::new(StuckStream(a)),
+        ConnState::Established,
+        FIRST_SOURCE_TOKEN,
+    );
+    // 4 KiB first, then 64 KiB packets, then the rest of the credit: doubling from 4 KiB
+    // used to reach 272 KiB of allocation for 256 KiB of data.
+    let mut sizes = vec![4096usize, 65536, 65536, 65536];
+    sizes.push(BUF_ALLOC as usize - sizes.iter().sum::<usize>());
+    for len in sizes {
+        let out = conn.on_guest(stream_pkt(5000, 1234, OP_RW, &vec![1u8; len]));
+        assert!(
+            !out.close,
+            "data within credit must not reset the connection"
+        );
+        assert!(
+            conn.tx_buf_capacity() <= BUF_ALLOC as usize,
+            "tx_buf allocated {} bytes, past the {BUF_ALLOC} of credit",
+            conn.tx_buf_capacity()
+        );
+    }
+    let out = conn.on_guest(stream_pkt(5000, 1234, OP_RW, &[1u8]));
+    assert!(out.close, "one byte past the credit resets");
+    assert_eq!(out.replies.last().map(|p| p.hdr.op), Some(OP_RST));
+}
+
 #[test]
 fn bridge_listen_host_client_reaches_guest_listener() {
     let dir = tempdir("l");
@@ -269,6 +333,195 @@ fn bridge_listen_host_client_reaches_guest_listener() {
         !path.exists(),
         "the bridge socket is removed with the device"
     );
+}
+
+// ---- the muxer on a fake backend: no sockets on the host ----
+
+/// A host without sockets: each connect hands the muxer one end of a socketpair and keeps
+/// the other for the test; a listener is an eventfd the test makes readable when it queues
+/// a client.
+#[derive(Default)]
+struct FakeBackend {
+    /// Where connects went, and the test's ends, in order.
+    connected: Mutex<Vec<(String, UnixStream)>>,
+    /// Connects fail with this errno when set.
+    refuse: Option<i32>,
+    listeners: Mutex<Vec<(PathBuf, FakeClients)>>,
+}
+
+/// The clients waiting at a fake listener, and its readiness eventfd.
+#[derive(Clone)]
+struct FakeClients {
+    waiting: Arc<Mutex<VecDeque<UnixStream>>>,
+    ready: Arc<EventFd>,
+}
+
+impl FakeClients {
+    /// A host client connects: returns the client's end.
+    fn connect(&self) -> UnixStream {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        self.waiting.lock().unwrap().push_back(theirs);
+        self.ready.write(1).unwrap();
+        ours.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        ours
+    }
+}
+
+struct FakeListener(FakeClients);
+
+impl HostListener for FakeListener {
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.ready.as_raw_fd()
+    }
+    fn accept(&mut self) -> std::io::Result<Option<Box<dyn HostStream>>> {
+        match self.0.waiting.lock().unwrap().pop_front() {
+            Some(s) => Ok(Some(Box::new(s))),
+            None => {
+                let _ = self.0.ready.read();
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl VsockBackend for FakeBackend {
+    fn connect(&self, addr: &TsiAddr) -> std::io::Result<Box<dyn HostStream>> {
+        if let Some(errno) = self.refuse {
+            return Err(std::io::Error::from_raw_os_error(errno));
+        }
+        let (ours, theirs) = UnixStream::pair()?;
+        ours.set_nonblocking(true)?;
+        theirs.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let name = match addr {
+            TsiAddr::Inet(a) => a.to_string(),
+            TsiAddr::Unix(p) => p.display().to_string(),
+        };
+        self.connected.lock().unwrap().push((name, theirs));
+        Ok(Box::new(ours))
+    }
+
+    fn listen_unix(&self, path: &std::path::Path) -> std::io::Result<Box<dyn HostListener>> {
+        let clients = FakeClients {
+            waiting: Arc::default(),
+            ready: Arc::new(EventFd::new(EFD_NONBLOCK)?),
+        };
+        self.listeners
+            .lock()
+            .unwrap()
+            .push((path.to_owned(), clients.clone()));
+        Ok(Box::new(FakeListener(clients)))
+    }
+}
+
+impl FakeBackend {
+    fn take_peer(&self) -> (String, UnixStream) {
+        self.connected.lock().unwrap().remove(0)
+    }
+}
+
+#[test]
+fn fake_backend_guest_bridge_connect_carries_data_both_ways() {
+    let fake = Arc::new(FakeBackend::default());
+    let path = PathBuf::from("/nonexistent/bridge.sock");
+    let mut m = mux_with(bridge_cfg(1234, path, false), fake.clone());
+
+    m.on_guest_packet(stream_pkt(5000, 1234, OP_REQUEST, &[]));
+    let resp = next(&mut m);
+    let (target, mut host) = fake.take_peer();
+    m.on_guest_packet(stream_pkt(5000, 1234, OP_RW, b"to host"));
+    let to_host = read_exact_timeout(&mut host, 7);
+    host.write_all(b"to guest").unwrap();
+    let to_guest = next(&mut m);
+
+    assert_eq!(resp.hdr.op, OP_RESPONSE);
+    assert_eq!(target, "/nonexistent/bridge.sock");
+    assert_eq!(to_host, b"to host");
+    assert_eq!(
+        (to_guest.hdr.op, to_guest.data.as_slice()),
+        (OP_RW, &b"to guest"[..])
+    );
+    assert_eq!((to_guest.hdr.src_port, to_guest.hdr.dst_port), (1234, 5000));
+}
+
+#[test]
+fn guest_connect_past_the_connection_cap_gets_rst_without_a_host_connect() {
+    let fake = Arc::new(FakeBackend::default());
+    let mut m = mux_with(bridge_cfg(1234, "/x.sock".into(), false), fake.clone());
+    m.max_conns = 2;
+
+    let mut ops = Vec::new();
+    for src in [5000, 5001, 5002] {
+        m.on_guest_packet(stream_pkt(src, 1234, OP_REQUEST, &[]));
+        ops.push(next(&mut m).hdr.op);
+    }
+    let host_connects = fake.connected.lock().unwrap().len();
+    m.on_guest_packet(stream_pkt(5000, 1234, OP_RST, &[]));
+    m.on_guest_packet(stream_pkt(5003, 1234, OP_REQUEST, &[]));
+    let after_close = next(&mut m).hdr.op;
+
+    assert_eq!(ops, [OP_RESPONSE, OP_RESPONSE, OP_RST]);
+    assert_eq!(host_connects, 2, "the refused request reached the host");
+    assert_eq!(
+        after_close, OP_RESPONSE,
+        "a closed connection frees its slot"
+    );
+    assert_eq!(m.conns.len(), 2);
+}
+
+#[test]
+fn fake_backend_refused_connect_resets_the_guest() {
+    let fake = Arc::new(FakeBackend {
+        refuse: Some(libc::ECONNREFUSED),
+        ..FakeBackend::default()
+    });
+    let mut m = mux_with(bridge_cfg(1234, "/x.sock".into(), false), fake);
+
+    m.on_guest_packet(stream_pkt(5000, 1234, OP_REQUEST, &[]));
+
+    assert_eq!(next(&mut m).hdr.op, OP_RST);
+    assert!(m.conns.is_empty());
+}
+
+#[test]
+fn fake_backend_host_client_of_listening_bridge_reaches_the_guest() {
+    let fake = Arc::new(FakeBackend::default());
+    let mut m = mux_with(bridge_cfg(5555, "/l.sock".into(), true), fake.clone());
+    let clients = fake.listeners.lock().unwrap()[0].1.clone();
+
+    let mut client = clients.connect();
+    let req = next(&mut m);
+    let mut resp = stream_pkt(5555, req.hdr.src_port, OP_RESPONSE, &[]);
+    resp.hdr.buf_alloc = 1 << 16;
+    m.on_guest_packet(resp);
+    m.on_guest_packet(stream_pkt(5555, req.hdr.src_port, OP_RW, b"hello client"));
+
+    assert_eq!((req.hdr.op, req.hdr.dst_port), (OP_REQUEST, 5555));
+    assert_eq!(
+        fake.listeners.lock().unwrap()[0].0,
+        PathBuf::from("/l.sock")
+    );
+    assert_eq!(read_exact_timeout(&mut client, 12), b"hello client");
+}
+
+#[test]
+fn fake_backend_tsi_connect_goes_through_the_backend() {
+    let fake = Arc::new(FakeBackend::default());
+    let mut m = mux_with(tsi_cfg(), fake.clone());
+    let dest: SocketAddr = "192.0.2.7:80".parse().unwrap();
+
+    m.on_guest_packet(proxy_create(7000, AF_INET, SOCK_STREAM));
+    m.on_guest_packet(addr_req(TSI_CONNECT, 7000, dest));
+    let reply = next(&mut m);
+    let (target, mut host) = fake.take_peer();
+    m.on_guest_packet(stream_pkt(7000, TSI_PROXY_PORT, OP_REQUEST, &[]));
+    let resp = next(&mut m);
+    m.on_guest_packet(stream_pkt(7000, TSI_PROXY_PORT, OP_RW, b"GET /"));
+
+    assert_eq!(result_of(&reply, TSI_CONNECT), 0);
+    assert_eq!(target, "192.0.2.7:80");
+    assert_eq!(resp.hdr.op, OP_RESPONSE);
+    assert_eq!(read_exact_timeout(&mut host, 5), b"GET /");
 }
 
 fn tsi_cfg() -> VsockConfig {
@@ -481,21 +734,8 @@ fn tsi_nonblocking_accept_without_connection_gets_eagain() {
 
 // ---- queue path and device lifecycle ----
 
-#[derive(Default)]
-struct CountingInterrupt(AtomicUsize);
-
-impl Interrupt for CountingInterrupt {
-    fn signal_queue(&self, _q: u16) -> io::Result<()> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-    fn signal_config(&self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 fn memory() -> GuestMemory {
-    GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap()
+    crate::test_support::guest_memory(0x10_0000)
 }
 
 #[test]
@@ -512,7 +752,7 @@ fn queues_tx_request_to_unknown_port_lands_rst_in_rx_buffer() {
     let d: RawDescriptor =
         SplitDescriptor::new(0x2_0000, 4096, VRING_DESC_F_WRITE as u16, 0).into();
     rxq.add_desc_chains(&[d], 0).unwrap();
-    let irq = Arc::new(CountingInterrupt::default());
+    let irq = Arc::new(crate::test_support::CountingInterrupt::default());
     let mut qs = Queues {
         mem: mem.clone(),
         rx: rxq.create_queue::<Queue>().unwrap(),
@@ -532,7 +772,7 @@ fn queues_tx_request_to_unknown_port_lands_rst_in_rx_buffer() {
         (hdr.op, hdr.src_port, hdr.dst_port, hdr.dst_cid),
         (OP_RST, 77, 5000, 3)
     );
-    assert!(irq.0.load(Ordering::SeqCst) >= 2);
+    assert!(irq.queues_total() >= 2);
 }
 
 #[test]
@@ -564,8 +804,9 @@ fn vsock_activate_then_shutdown_joins_worker() {
                 notify_evt: EventFd::new(EFD_NONBLOCK).unwrap(),
             })
             .collect(),
-        interrupt: Arc::new(CountingInterrupt::default()),
+        interrupt: Arc::new(crate::test_support::CountingInterrupt::default()),
         acked_features: crate::virtio::features::VIRTIO_F_VERSION_1,
+        faults: std::sync::Arc::new(crate::virtio::NoFaultSink),
     };
     let mut v = Vsock::new(VsockConfig::default());
     v.activate(ctx).unwrap();

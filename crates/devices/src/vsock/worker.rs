@@ -1,27 +1,18 @@
-//! The "vsock0" worker: one epoll loop over the queue eventfds, the kill eventfd and every
-//! host socket of the muxer.
+//! The vsock queue work on the shared worker ("vsock0"): the queues, and the muxer's host
+//! sockets as one nested interest set.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use log::{debug, error};
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::epoll::EventSet;
 
 use super::device::{RX_QUEUE_INDEX, TX_QUEUE_INDEX};
 use super::muxer::Muxer;
 use super::packet::{read_tx, rx_capacity, write_rx};
-use crate::virtio::Interrupt;
+use crate::virtio::{Interrupt, QueueHandler, Registry};
 use crate::GuestMemory;
-
-const TOKEN_KILL: u64 = 0;
-const TOKEN_RX: u64 = 1;
-const TOKEN_TX: u64 = 2;
-const TOKEN_EVENT: u64 = 3;
-const TOKEN_CONNECT: u64 = 4;
 
 /// The device's queues once the driver activated it.
 pub struct Queues {
@@ -101,130 +92,53 @@ impl Queues {
         } else {
             &mut self.tx
         };
-        if !q.needs_notification(&self.mem).unwrap_or(true) {
-            return;
-        }
-        if let Err(e) = self.interrupt.signal_queue(index) {
-            error!("vsock0: cannot interrupt the guest: {e}");
-        }
+        crate::virtio::signal_used(q, &self.mem, self.interrupt.as_ref(), index, "vsock0");
     }
 }
 
-/// The event loop state: queues, muxer and the eventfds it waits on.
-pub struct Looper {
+/// Epoll tokens of the handler's fds in the worker: the muxer's interest set, and the
+/// eventfd TSI's background connects signal.
+const MUX_TOKEN: u64 = 0;
+const CONNECT_TOKEN: u64 = 1;
+/// Host socket events handled per wakeup; more stay ready and wake the worker again.
+const HOST_EVENTS_PER_WAKEUP: usize = 64;
+
+/// The device's queue work and its muxer, run on the shared worker ("vsock0").
+pub struct VsockHandler {
     pub queues: Queues,
     pub mux: Muxer,
-    pub rx_evt: EventFd,
-    pub tx_evt: EventFd,
-    pub event_evt: EventFd,
-    pub kill_evt: EventFd,
 }
 
-impl Looper {
-    pub fn register(&self) -> io::Result<()> {
-        let ep = &self.mux.epoll;
-        for (fd, token) in [
-            (self.kill_evt.as_raw_fd(), TOKEN_KILL),
-            (self.rx_evt.as_raw_fd(), TOKEN_RX),
-            (self.tx_evt.as_raw_fd(), TOKEN_TX),
-            (self.event_evt.as_raw_fd(), TOKEN_EVENT),
-            (self.mux.connect_evt_fd(), TOKEN_CONNECT),
-        ] {
-            ep.ctl(
-                ControlOperation::Add,
-                fd,
-                EpollEvent::new(EventSet::IN, token),
-            )?;
-        }
+impl VsockHandler {
+    /// Moves packets both ways after any event: the guest's transmissions to the muxer,
+    /// the muxer's packets into receive buffers.
+    fn pump(&mut self) {
+        self.queues.process_tx(&mut self.mux);
+        self.queues.process_rx(&mut self.mux);
+    }
+}
+
+impl QueueHandler for VsockHandler {
+    fn start(&mut self, registry: &Registry) -> io::Result<()> {
+        registry.add(self.mux.epoll_fd(), EventSet::IN, MUX_TOKEN)?;
+        registry.add(self.mux.connect_evt_fd(), EventSet::IN, CONNECT_TOKEN)?;
+        // Buffers the guest queued before activation.
+        self.pump();
         Ok(())
     }
 
-    /// Waits up to `timeout_ms` (-1: forever) and handles what arrived. Returns false
-    /// once the kill eventfd fired.
-    pub fn run_once(&mut self, timeout_ms: i32) -> bool {
-        let mut events = [EpollEvent::default(); 64];
-        let n = match self.mux.epoll.wait(timeout_ms, &mut events) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-            Err(e) => {
-                error!("vsock0: epoll failed, stopping: {e}");
-                return false;
-            }
-        };
-        for ev in &events[..n] {
-            match ev.data() {
-                TOKEN_KILL => return false,
-                TOKEN_RX => drop(self.rx_evt.read()),
-                TOKEN_TX => drop(self.tx_evt.read()),
-                TOKEN_EVENT => drop(self.event_evt.read()),
-                TOKEN_CONNECT => self.mux.on_connect_done(),
-                token => self.mux.on_host_event(token, ev.event_set()),
-            }
+    /// Any queue: the event queue only holds buffers (the device sends no events), the
+    /// receive queue got buffers, the transmit queue got packets.
+    fn queue_notified(&mut self, _index: usize, _registry: &Registry) {
+        self.pump();
+    }
+
+    fn backend_ready(&mut self, token: u64, _events: EventSet, _registry: &Registry) {
+        match token {
+            MUX_TOKEN => self.mux.process_host_events(HOST_EVENTS_PER_WAKEUP),
+            CONNECT_TOKEN => self.mux.on_connect_done(),
+            _ => {}
         }
-        self.queues.process_tx(&mut self.mux);
-        self.queues.process_rx(&mut self.mux);
-        true
-    }
-}
-
-/// The running worker thread and the eventfd that stops it.
-pub struct Worker {
-    kill_evt: EventFd,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Worker {
-    pub fn spawn(
-        queues: Queues,
-        mux: Muxer,
-        rx_evt: EventFd,
-        tx_evt: EventFd,
-        event_evt: EventFd,
-    ) -> io::Result<Self> {
-        let kill_evt = EventFd::new(EFD_NONBLOCK)?;
-        let mut looper = Looper {
-            queues,
-            mux,
-            rx_evt,
-            tx_evt,
-            event_evt,
-            kill_evt: kill_evt.try_clone()?,
-        };
-        looper.register()?;
-        let handle = std::thread::Builder::new()
-            .name("vsock0".into())
-            .spawn(move || {
-                // Buffers the guest queued before activation.
-                looper.queues.process_tx(&mut looper.mux);
-                looper.queues.process_rx(&mut looper.mux);
-                while looper.run_once(-1) {}
-            })?;
-        Ok(Worker {
-            kill_evt,
-            handle: Some(handle),
-        })
-    }
-
-    /// Stops and joins the thread; its sockets close with it.
-    pub fn stop(mut self) {
-        self.stop_inner();
-    }
-
-    fn stop_inner(&mut self) {
-        if let Some(h) = self.handle.take() {
-            if let Err(e) = self.kill_evt.write(1) {
-                error!("vsock0: cannot stop the worker: {e}");
-                return;
-            }
-            if h.join().is_err() {
-                error!("vsock0: worker panicked");
-            }
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.stop_inner();
+        self.pump();
     }
 }

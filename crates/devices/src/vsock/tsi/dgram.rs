@@ -8,9 +8,9 @@ use vmm_sys_util::epoll::EventSet;
 
 use super::{
     le_u32, neg_errno, parse_sockaddr, result_reply, TsiAddr, AF_INET, AF_INET6, AF_UNIX,
-    SCOPE_BLOCKED_ERRNO, SOCK_DGRAM, SOCK_STREAM, TSI_ACCEPT, TSI_ADDR_LEN, TSI_CONNECT,
-    TSI_GETNAME, TSI_HIJACK_INET, TSI_HIJACK_UNIX, TSI_LISTEN, TSI_PROXY_CREATE, TSI_PROXY_RELEASE,
-    TSI_SENDTO_ADDR, TSI_SENDTO_DATA,
+    MAX_TSI_PROXIES, SCOPE_BLOCKED_ERRNO, SOCK_DGRAM, SOCK_STREAM, TSI_ACCEPT, TSI_ADDR_LEN,
+    TSI_CONNECT, TSI_GETNAME, TSI_HIJACK_INET, TSI_HIJACK_UNIX, TSI_LISTEN, TSI_PROXY_CREATE,
+    TSI_PROXY_RELEASE, TSI_SENDTO_ADDR, TSI_SENDTO_DATA,
 };
 use crate::vsock::connection::BUF_ALLOC;
 use crate::vsock::muxer::{Muxer, Source};
@@ -74,6 +74,14 @@ impl Muxer {
         };
         if !allowed {
             debug!("vsock0: tsi proxy for family {family} not enabled");
+            return;
+        }
+        let known =
+            self.tsi.streams.contains_key(&svm_port) || self.tsi.dgrams.contains_key(&svm_port);
+        if !known && self.tsi.streams.len() + self.tsi.dgrams.len() >= MAX_TSI_PROXIES {
+            debug!(
+                "vsock0: tsi proxy for port {svm_port} refused: {MAX_TSI_PROXIES} proxies already"
+            );
             return;
         }
         match type_ {

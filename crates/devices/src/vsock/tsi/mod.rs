@@ -37,6 +37,13 @@ pub const TSI_PROXY_RELEASE: u32 = 1031;
 /// Size of the address field in the control messages (TSI_ADDR_LEN).
 pub const TSI_ADDR_LEN: usize = 128;
 
+/// TSI proxies (guest sockets, stream and datagram) at most; a PROXY_CREATE past it is
+/// ignored, so the guest socket's later calls fail. Bounds the table and the UDP sockets.
+pub const MAX_TSI_PROXIES: usize = 4096;
+/// Background TSI connects in flight at most (each is a thread that may wait up to
+/// [`CONNECT_TIMEOUT`](crate::vsock::CONNECT_TIMEOUT)); a TSI_CONNECT past it gets -EAGAIN.
+pub const MAX_PENDING_CONNECTS: usize = 64;
+
 /// `KRUN_TSI_HIJACK_INET`: AF_INET and AF_INET6 sockets are proxied.
 pub const TSI_HIJACK_INET: u32 = 1 << 0;
 /// `KRUN_TSI_HIJACK_UNIX`: AF_UNIX sockets are proxied.
@@ -207,6 +214,8 @@ pub struct TsiState {
     pub connect_tx: Sender<ConnectDone>,
     pub connect_rx: Receiver<ConnectDone>,
     pub connect_evt: EventFd,
+    /// Connects started and not yet collected from `connect_rx`.
+    pub connecting: usize,
 }
 
 impl TsiState {
@@ -219,6 +228,7 @@ impl TsiState {
             connect_tx,
             connect_rx,
             connect_evt: EventFd::new(EFD_NONBLOCK)?,
+            connecting: 0,
         })
     }
 }

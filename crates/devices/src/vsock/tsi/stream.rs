@@ -2,25 +2,21 @@
 //! getpeername and release.
 
 use std::io;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::fd::AsRawFd;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::time::Duration;
+use std::os::unix::net::UnixListener;
 
 use log::debug;
 use vmm_sys_util::epoll::EventSet;
 
 use super::{
     ctrl_reply, encode_sockaddr, le_u32, neg_errno, parse_sockaddr, result_reply, TsiAddr, AF_UNIX,
-    SCOPE_BLOCKED_ERRNO, TSI_ACCEPT, TSI_ADDR_LEN, TSI_CONNECT, TSI_GETNAME, TSI_LISTEN,
-    TSI_PROXY_PORT,
+    MAX_PENDING_CONNECTS, SCOPE_BLOCKED_ERRNO, TSI_ACCEPT, TSI_ADDR_LEN, TSI_CONNECT, TSI_GETNAME,
+    TSI_LISTEN, TSI_PROXY_PORT,
 };
 use crate::vsock::connection::HostStream;
 use crate::vsock::muxer::{ConnKey, Muxer, Source};
 use crate::vsock::packet::Header;
-
-/// How long a background TCP connect may take before the guest gets ETIMEDOUT.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub enum Listener {
     Tcp(TcpListener),
@@ -89,6 +85,11 @@ impl Muxer {
                 }
             }
         }
+        if self.tsi.connecting >= MAX_PENDING_CONNECTS {
+            debug!("vsock0: tsi connect refused: {MAX_PENDING_CONNECTS} connects in flight");
+            self.push_ctrl(result_reply(cid, TSI_CONNECT, ctl, -libc::EAGAIN));
+            return;
+        }
         let Some(entry) = self.tsi.streams.get_mut(&svm_port) else {
             self.push_ctrl(result_reply(cid, TSI_CONNECT, ctl, -libc::ECONNREFUSED));
             return;
@@ -102,22 +103,17 @@ impl Muxer {
                 return;
             }
         };
+        let backend = self.backend.clone();
         let spawned = std::thread::Builder::new()
             .name("vsock0-connect".into())
             .spawn(move || {
-                let res: io::Result<Box<dyn HostStream>> = match addr {
-                    TsiAddr::Inet(a) => TcpStream::connect_timeout(&a, CONNECT_TIMEOUT)
-                        .and_then(|s| s.set_nonblocking(true).map(|()| s))
-                        .map(|s| Box::new(s) as Box<dyn HostStream>),
-                    TsiAddr::Unix(p) => UnixStream::connect(p)
-                        .and_then(|s| s.set_nonblocking(true).map(|()| s))
-                        .map(|s| Box::new(s) as Box<dyn HostStream>),
-                };
+                let res = backend.connect(&addr);
                 let _ = tx.send((svm_port, ctl, res.map_err(|e| neg_errno(&e))));
                 let _ = evt.write(1);
             });
-        if let Err(e) = spawned {
-            self.push_ctrl(result_reply(cid, TSI_CONNECT, ctl, neg_errno(&e)));
+        match spawned {
+            Ok(_) => self.tsi.connecting += 1,
+            Err(e) => self.push_ctrl(result_reply(cid, TSI_CONNECT, ctl, neg_errno(&e))),
         }
     }
 
@@ -125,6 +121,7 @@ impl Muxer {
     pub(crate) fn tsi_connects_done(&mut self) {
         let _ = self.tsi.connect_evt.read();
         while let Ok((svm_port, ctl, res)) = self.tsi.connect_rx.try_recv() {
+            self.tsi.connecting = self.tsi.connecting.saturating_sub(1);
             let Some(entry) = self.tsi.streams.get_mut(&svm_port) else {
                 continue; // Released meanwhile: the stream just closes.
             };

@@ -1,24 +1,27 @@
 //! Drives the whole device through mock virtqueues, playing the guest's FUSE driver.
 
+use std::io;
 use std::mem::size_of;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fuse_backend_rs::abi::fuse_abi::{
-    EntryOut, InHeader, InitIn, InitOut, IoctlIn, IoctlOut, Opcode, OutHeader, ROOT_ID,
+    AttrOut, EntryOut, InHeader, InitIn, InitOut, IoctlIn, IoctlOut, Opcode, OutHeader, ROOT_ID,
 };
 use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
-use virtio_queue::Queue;
 use vm_memory::{Address, ByteValued, Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::tempdir::TempDir;
 
+use super::device::*;
 use super::*;
-use crate::fs::filesystem::{VirtualFile, FIRST_VIRTUAL_INODE as INIT_INODE, KRUN_EXIT_CODE_IOCTL};
-use crate::virtio::{ActiveQueue, Interrupt};
+use crate::fs::backend::FIRST_VIRTUAL_INODE as INIT_INODE;
+use crate::fs::{VirtualEntries, VirtualEntry, KRUN_EXIT_CODE_IOCTL};
+use crate::test_support::{active_queue, guest_memory, CountingInterrupt};
+use crate::virtio::{features, ActivateError, ActivationContext, VirtioDevice};
 use crate::GuestMemory;
 
 const INIT: &[u8] = b"guest init bytes";
@@ -28,21 +31,6 @@ const BUFFERS: u64 = 0x10_0000;
 const BUFFER_LEN: u32 = 0x1000;
 const QUEUE_LEN: u16 = 16;
 const FUSE_IOCTL_DIR: u32 = 1 << 4;
-
-#[derive(Default)]
-struct FakeInterrupt {
-    queue_signals: AtomicUsize,
-}
-
-impl Interrupt for FakeInterrupt {
-    fn signal_queue(&self, _queue_index: u16) -> io::Result<()> {
-        self.queue_signals.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-    fn signal_config(&self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 /// The guest side of the request queue: writes requests, adds chains, waits for replies.
 struct Driver<'a> {
@@ -122,23 +110,24 @@ impl Driver<'_> {
 fn config(dir: &TempDir) -> FsConfig {
     FsConfig {
         tag: "/dev/root".to_owned(),
-        path: dir.as_path().to_owned(),
+        path: Some(dir.as_path().to_owned()),
         read_only: false,
-        root_files: vec![VirtualFile::init(INIT)],
+        entries: VirtualEntries::from_entries([VirtualEntry::init(INIT)]).unwrap(),
         exit_code: Some(ExitCode::new()),
+        simplified: false,
+        layers: Vec::new(),
+        custom: None,
+        dax: None,
     }
-}
-
-fn active_queue(mock: &MockSplitQueue<'_, GuestMemory>) -> (ActiveQueue, EventFd) {
-    let notify_evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-    let driver_evt = notify_evt.try_clone().unwrap();
-    let queue: Queue = mock.create_queue().unwrap();
-    (ActiveQueue { queue, notify_evt }, driver_evt)
 }
 
 /// Activates `fs` on fresh hiprio and request queues in `mem` and returns the driver of the
 /// request queue.
-fn activate<'a>(fs: &mut Fs, mem: &'a GuestMemory, interrupt: Arc<FakeInterrupt>) -> Driver<'a> {
+fn activate<'a>(
+    fs: &mut Fs,
+    mem: &'a GuestMemory,
+    interrupt: Arc<CountingInterrupt>,
+) -> Driver<'a> {
     let hiprio = MockSplitQueue::create(mem, GuestAddress(HIPRIO_RING), QUEUE_LEN);
     let request = MockSplitQueue::create(mem, GuestAddress(REQUEST_RING), QUEUE_LEN);
     let (hiprio_queue, hiprio_evt) = active_queue(&hiprio);
@@ -148,6 +137,7 @@ fn activate<'a>(fs: &mut Fs, mem: &'a GuestMemory, interrupt: Arc<FakeInterrupt>
         queues: vec![hiprio_queue, request_queue],
         interrupt,
         acked_features: features::VIRTIO_F_VERSION_1,
+        faults: std::sync::Arc::new(crate::virtio::NoFaultSink),
     })
     .unwrap();
     Driver {
@@ -169,8 +159,8 @@ fn fs_init_and_lookup_through_virtqueue_reply() {
     let mut cfg = config(&dir);
     cfg.exit_code = Some(exit_code.clone());
     let mut fs = Fs::new(cfg).unwrap();
-    let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap();
-    let interrupt = Arc::new(FakeInterrupt::default());
+    let mem = guest_memory(0x40_0000);
+    let interrupt = Arc::new(CountingInterrupt::default());
     let mut driver = activate(&mut fs, &mem, interrupt.clone());
 
     let init_in = InitIn {
@@ -220,15 +210,15 @@ fn fs_init_and_lookup_through_virtqueue_reply() {
     let ioctl_out = IoctlOut::from_slice(&ioctl_body[..size_of::<IoctlOut>()]).unwrap();
     assert_eq!(ioctl_out.result, 0);
     assert_eq!(exit_code.get(), Some(42));
-    assert!(interrupt.queue_signals.load(Ordering::SeqCst) >= 5);
+    assert!(interrupt.queues_total() >= 5);
 }
 
 #[test]
 fn fs_lookup_missing_file_replies_enoent() {
     let dir = TempDir::new_with_prefix("/tmp/krun-fs-dev-").unwrap();
     let mut fs = Fs::new(config(&dir)).unwrap();
-    let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap();
-    let mut driver = activate(&mut fs, &mem, Arc::new(FakeInterrupt::default()));
+    let mem = guest_memory(0x40_0000);
+    let mut driver = activate(&mut fs, &mem, Arc::new(CountingInterrupt::default()));
     let init_in = InitIn {
         major: 7,
         minor: 31,
@@ -251,8 +241,8 @@ fn fs_init_reply_enables_large_requests_and_not_writeback() {
     use fuse_backend_rs::abi::fuse_abi::FsOptions;
     let dir = TempDir::new_with_prefix("/tmp/krun-fs-dev-").unwrap();
     let mut fs = Fs::new(config(&dir)).unwrap();
-    let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap();
-    let mut driver = activate(&mut fs, &mem, Arc::new(FakeInterrupt::default()));
+    let mem = guest_memory(0x40_0000);
+    let mut driver = activate(&mut fs, &mem, Arc::new(CountingInterrupt::default()));
     let wanted = FsOptions::MAX_PAGES
         | FsOptions::BIG_WRITES
         | FsOptions::ASYNC_READ
@@ -305,7 +295,7 @@ fn fs_new_bad_tag_or_path_fails() {
     std::fs::write(&file, b"").unwrap();
     let with = |tag: &str, path: PathBuf| FsConfig {
         tag: tag.to_owned(),
-        path,
+        path: Some(path),
         ..config(&dir)
     };
 
@@ -326,19 +316,87 @@ fn fs_new_bad_tag_or_path_fails() {
 fn fs_activate_with_one_queue_fails() {
     let dir = TempDir::new_with_prefix("/tmp/krun-fs-dev-").unwrap();
     let mut fs = Fs::new(config(&dir)).unwrap();
-    let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap();
+    let mem = guest_memory(0x40_0000);
     let hiprio = MockSplitQueue::create(&mem, GuestAddress(HIPRIO_RING), QUEUE_LEN);
     let (queue, _) = active_queue(&hiprio);
 
     let result = fs.activate(ActivationContext {
         mem: mem.clone(),
         queues: vec![queue],
-        interrupt: Arc::new(FakeInterrupt::default()),
+        interrupt: Arc::new(CountingInterrupt::default()),
         acked_features: features::VIRTIO_F_VERSION_1,
+        faults: std::sync::Arc::new(crate::virtio::NoFaultSink),
     });
 
     assert!(matches!(
         result,
         Err(ActivateError::QueueCount { need: 2, got: 1 })
     ));
+}
+
+#[test]
+fn fs_null_share_serves_init_and_a_virtual_dir_through_virtqueue() {
+    let entries =
+        VirtualEntries::from_entries([VirtualEntry::init(INIT), VirtualEntry::dir("proc", 0o555)])
+            .unwrap();
+    let mut fs = Fs::new(FsConfig {
+        tag: "/dev/root".to_owned(),
+        path: None,
+        read_only: false,
+        entries,
+        exit_code: None,
+        simplified: false,
+        layers: Vec::new(),
+        custom: None,
+        dax: None,
+    })
+    .unwrap();
+    let mem = guest_memory(0x40_0000);
+    let mut driver = activate(&mut fs, &mem, Arc::new(CountingInterrupt::default()));
+    let init_in = InitIn {
+        major: 7,
+        minor: 31,
+        max_readahead: 0,
+        flags: 0,
+    };
+
+    let (init_hdr, _) = driver.call(Opcode::Init, 0, init_in.as_slice());
+    let (root_hdr, root_body) = driver.call(Opcode::Getattr, ROOT_ID, &[0u8; 16]);
+    let (krun_hdr, krun_body) = driver.call(Opcode::Lookup, ROOT_ID, b"init.krun\0");
+    let (proc_hdr, proc_body) = driver.call(Opcode::Lookup, ROOT_ID, b"proc\0");
+    let (bin_hdr, _) = driver.call(Opcode::Lookup, ROOT_ID, b"bin\0");
+    fs.shutdown();
+
+    assert_eq!((init_hdr.error, root_hdr.error), (0, 0));
+    let root = AttrOut::from_slice(&root_body[..size_of::<AttrOut>()]).unwrap();
+    assert_eq!(root.attr.mode & libc::S_IFMT, libc::S_IFDIR);
+    assert_eq!(krun_hdr.error, 0);
+    let krun = EntryOut::from_slice(&krun_body[..size_of::<EntryOut>()]).unwrap();
+    assert_eq!(krun.attr.size, INIT.len() as u64);
+    assert_eq!(proc_hdr.error, 0);
+    let proc_dir = EntryOut::from_slice(&proc_body[..size_of::<EntryOut>()]).unwrap();
+    assert_eq!(proc_dir.attr.mode & libc::S_IFMT, libc::S_IFDIR);
+    assert_eq!(bin_hdr.error, -libc::ENOENT);
+}
+
+#[test]
+fn fs_with_dax_window_offers_cache_region_only() {
+    let dir = TempDir::new_with_prefix("/tmp/krun-fs-dev-").unwrap();
+    let window = crate::fs::dax::fake::FakeWindow::new(64 << 20);
+    let with = Fs::new(FsConfig {
+        dax: Some(window),
+        ..config(&dir)
+    })
+    .unwrap();
+    let without = Fs::new(config(&dir)).unwrap();
+
+    assert_eq!(
+        with.shm_region(crate::fs::CACHE_SHM_ID),
+        Some(crate::virtio::ShmRegion {
+            base: 0x1_0000_0000,
+            len: 64 << 20
+        })
+    );
+    assert_eq!(with.shm_region(1), None);
+    assert_eq!(without.shm_region(crate::fs::CACHE_SHM_ID), None);
 }

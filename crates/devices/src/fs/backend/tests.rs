@@ -1,27 +1,31 @@
-//! Drives [`ShareFs`] directly (no virtio) against a temporary host directory.
+//! Drives [`ShareFs`] directly (no virtio) against a temporary host directory: the
+//! passthrough, the read-only decorator, the root's virtual files and the exit-code ioctl.
+//! The overlay's own cases are in `overlay/tests.rs`.
 
 use std::ffi::CString;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use fuse_backend_rs::abi::fuse_abi::ROOT_ID;
 use nix::sched::CloneFlags;
 use vmm_sys_util::tempdir::TempDir;
 
 use super::FIRST_VIRTUAL_INODE as INIT_INODE;
 use super::*;
+use crate::fs::{INIT_NAME, KRUN_EXIT_CODE_IOCTL};
 
 const INIT: &[u8] = b"\x7fELF pretend init binary\0with a NUL inside";
 
 /// A temporary directory holding `share/` (what the guest sees) and `outside` (a host file
 /// the guest must never reach).
-struct Host {
+pub(super) struct Host {
     _dir: TempDir,
-    share: PathBuf,
+    pub(super) share: PathBuf,
     outside: PathBuf,
 }
 
-fn host() -> Host {
+pub(super) fn host() -> Host {
     let dir = TempDir::new_with_prefix("/tmp/krun-fs-test-").unwrap();
     let base = std::fs::canonicalize(dir.as_path()).unwrap();
     let share = base.join("share");
@@ -35,17 +39,17 @@ fn host() -> Host {
     }
 }
 
-fn serve(share: &Path, opts: ShareOptions) -> ShareFs {
+pub(super) fn serve(share: &Path, opts: ShareOptions) -> ShareFs {
     // FUSE_INIT clears the umask; keep that to this test's thread, as the worker does.
     nix::sched::unshare(CloneFlags::CLONE_FS).unwrap();
-    let fs = ShareFs::new(share, opts).unwrap();
+    let fs = ShareFs::new(&ShareRoot::Host(share.to_owned()), opts, "fs(test)").unwrap();
     fs.init(FsOptions::empty()).unwrap();
     fs
 }
 
 /// A request from the test process's own user (what owns `/proc/self`), so the passthrough
 /// does not need to switch credentials.
-fn ctx() -> Context {
+pub(super) fn ctx() -> Context {
     let me = std::fs::metadata("/proc/self").unwrap();
     Context {
         uid: me.uid(),
@@ -54,23 +58,29 @@ fn ctx() -> Context {
     }
 }
 
-fn name(s: &str) -> CString {
+pub(super) fn name(s: &str) -> CString {
     CString::new(s).unwrap()
 }
 
-fn errno(r: io::Result<impl Sized>) -> i32 {
+pub(super) fn errno(r: io::Result<impl Sized>) -> i32 {
     match r {
         Ok(_) => panic!("expected an error"),
         Err(e) => e.raw_os_error().unwrap(),
     }
 }
 
-fn rw() -> ShareOptions {
+pub(super) fn rw() -> ShareOptions {
     ShareOptions::default()
 }
 
 /// Reads `size` bytes at `offset` of an opened inode through the `ZeroCopyWriter` path.
-fn read_via_fs(fs: &ShareFs, inode: u64, handle: u64, size: u32, offset: u64) -> Vec<u8> {
+pub(super) fn read_via_fs(
+    fs: &ShareFs,
+    inode: u64,
+    handle: u64,
+    size: u32,
+    offset: u64,
+) -> Vec<u8> {
     let mut sink = vmm_sys_util::tempfile::TempFile::new().unwrap().into_file();
     let n = fs
         .read(&ctx(), inode, handle, &mut sink, size, offset, None, 0)
@@ -82,7 +92,7 @@ fn read_via_fs(fs: &ShareFs, inode: u64, handle: u64, size: u32, offset: u64) ->
     out
 }
 
-fn is_mode(st: &stat64, kind: u32) -> bool {
+pub(super) fn is_mode(st: &stat64, kind: u32) -> bool {
     st.st_mode & libc::S_IFMT == kind
 }
 
@@ -298,7 +308,7 @@ fn share_read_only_mutations_return_erofs() {
 fn share_init_lookup_and_read_return_the_binary() {
     let host = host();
     let opts = ShareOptions {
-        root_files: vec![VirtualFile::init(INIT)],
+        entries: vec![VirtualEntry::init(INIT)],
         ..ShareOptions::default()
     };
     let fs = serve(&host.share, opts);
@@ -326,13 +336,13 @@ fn share_second_virtual_file_has_own_inode_mode_and_bytes() {
     let host = host();
     std::fs::write(host.share.join(".krun_exec.json"), b"host copy").unwrap();
     let opts = ShareOptions {
-        root_files: vec![
-            VirtualFile::init(INIT),
-            VirtualFile {
-                name: ".krun_exec.json".into(),
-                bytes: b"{\"exec\":\"/bin/true\"}".to_vec().into(),
-                mode: 0o444,
-            },
+        entries: vec![
+            VirtualEntry::init(INIT),
+            VirtualEntry::file(
+                ".krun_exec.json",
+                b"{\"exec\":\"/bin/true\"}".to_vec(),
+                0o444,
+            ),
         ],
         ..ShareOptions::default()
     };
@@ -363,7 +373,7 @@ fn share_second_virtual_file_has_own_inode_mode_and_bytes() {
 fn share_init_cannot_be_written_or_replaced() {
     let host = host();
     let opts = ShareOptions {
-        root_files: vec![VirtualFile::init(INIT)],
+        entries: vec![VirtualEntry::init(INIT)],
         ..ShareOptions::default()
     };
     let fs = serve(&host.share, opts);
@@ -391,7 +401,7 @@ fn share_init_cannot_be_written_or_replaced() {
         errno(fs.setattr(
             &c,
             INIT_INODE,
-            fs.virtual_attr(INIT_INODE),
+            fs.getattr(&c, INIT_INODE, None).unwrap().0,
             None,
             SetattrValid::MODE
         )),
@@ -405,7 +415,7 @@ fn share_init_only_in_the_root_directory() {
     let host = host();
     std::fs::create_dir(host.share.join("sub")).unwrap();
     let with_init = ShareOptions {
-        root_files: vec![VirtualFile::init(INIT)],
+        entries: vec![VirtualEntry::init(INIT)],
         ..ShareOptions::default()
     };
     let fs = serve(&host.share, with_init);
@@ -427,7 +437,7 @@ fn share_readdirplus_shows_host_init_as_the_virtual_one() {
     let host = host();
     std::fs::write(host.share.join("init.krun"), b"host copy").unwrap();
     let opts = ShareOptions {
-        root_files: vec![VirtualFile::init(INIT)],
+        entries: vec![VirtualEntry::init(INIT)],
         ..ShareOptions::default()
     };
     let fs = serve(&host.share, opts);
@@ -506,7 +516,8 @@ fn exit_code_new_is_unset() {
 #[test]
 fn share_new_missing_directory_fails_at_init() {
     let host = host();
-    let fs = ShareFs::new(&host.share.join("missing"), rw()).unwrap();
+    let root = ShareRoot::Host(host.share.join("missing"));
+    let fs = ShareFs::new(&root, rw(), "fs(test)").unwrap();
 
     nix::sched::unshare(CloneFlags::CLONE_FS).unwrap();
     assert_eq!(errno(fs.init(FsOptions::empty())), libc::ENOENT);
@@ -533,4 +544,130 @@ fn share_link_rename_mkdir_inside_share_reach_the_host() {
         std::fs::metadata(&hard).unwrap().ino()
     );
     assert!(!host.share.join("file").exists());
+}
+
+#[test]
+fn simplified_share_reports_caller_as_owner_and_drops_chown() {
+    let host = host();
+    let file = host.share.join("file");
+    std::fs::write(&file, b"x").unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let owner = std::fs::metadata(&file).unwrap().uid();
+    let fs = serve(
+        &host.share,
+        ShareOptions {
+            simplified: true,
+            ..ShareOptions::default()
+        },
+    );
+    let guest = Context {
+        uid: owner + 4242,
+        gid: 4243,
+        pid: 1,
+    };
+
+    let entry = fs.lookup(&guest, ROOT_ID, &name("file")).unwrap();
+    let mut st = entry.attr;
+    st.st_uid = 0;
+    st.st_mode = libc::S_IFREG | 0o604;
+    let (after, timeout) = fs
+        .setattr(
+            &guest,
+            entry.inode,
+            st,
+            None,
+            SetattrValid::UID | SetattrValid::MODE,
+        )
+        .unwrap();
+
+    assert_eq!((entry.attr.st_uid, entry.attr.st_gid), (owner + 4242, 4243));
+    assert_eq!(entry.attr.st_mode & 0o7777, 0o640);
+    assert_eq!(entry.attr_timeout, Duration::ZERO);
+    assert_eq!(
+        (after.st_uid, after.st_mode & 0o7777),
+        (owner + 4242, 0o604)
+    );
+    assert_eq!(timeout, Duration::ZERO);
+    let on_host = std::fs::metadata(&file).unwrap();
+    assert_eq!((on_host.uid(), on_host.mode() & 0o7777), (owner, 0o604));
+}
+
+#[test]
+fn complete_share_reports_host_owner() {
+    let host = host();
+    std::fs::write(host.share.join("file"), b"x").unwrap();
+    let fs = serve(&host.share, rw());
+    let c = ctx();
+
+    let entry = fs.lookup(&c, ROOT_ID, &name("file")).unwrap();
+
+    assert_eq!(entry.attr.st_uid, c.uid);
+}
+
+/// A DAX request handler that records what reached it (the window's bounds are checked in
+/// front of it, in `dax.rs`).
+#[derive(Default)]
+struct RecordingDax {
+    maps: Vec<(u64, u64, u64, u64)>,
+    unmaps: usize,
+}
+
+impl FsCacheReqHandler for RecordingDax {
+    fn map(&mut self, foffset: u64, moffset: u64, len: u64, flags: u64, fd: i32) -> io::Result<()> {
+        assert!(fd >= 0);
+        self.maps.push((foffset, moffset, len, flags));
+        Ok(())
+    }
+
+    fn unmap(&mut self, requests: Vec<RemovemappingOne>) -> io::Result<()> {
+        self.unmaps += requests.len();
+        Ok(())
+    }
+}
+
+#[test]
+fn share_setupmapping_regular_file_reaches_window_directory_einval() {
+    let host = host();
+    std::fs::write(host.share.join("file"), vec![7u8; 8192]).unwrap();
+    std::fs::create_dir(host.share.join("dir")).unwrap();
+    let fs = serve(&host.share, rw());
+    let c = ctx();
+    let file = fs.lookup(&c, ROOT_ID, &name("file")).unwrap();
+    let dir = fs.lookup(&c, ROOT_ID, &name("dir")).unwrap();
+    let mut dax = RecordingDax::default();
+
+    fs.setupmapping(&c, file.inode, 0, 0, 4096, 0x3, 8192, &mut dax)
+        .unwrap();
+    let on_dir = errno(fs.setupmapping(&c, dir.inode, 0, 0, 4096, 0x2, 0, &mut dax));
+    let one = RemovemappingOne {
+        moffset: 8192,
+        len: 4096,
+    };
+    fs.removemapping(&c, file.inode, vec![one], &mut dax)
+        .unwrap();
+
+    assert_eq!(dax.maps, vec![(0, 8192, 4096, 0x3)]);
+    assert_eq!(on_dir, libc::EINVAL);
+    assert_eq!(dax.unmaps, 1);
+}
+
+#[test]
+fn share_read_only_writable_mapping_erofs_read_mapping_served() {
+    let host = host();
+    std::fs::write(host.share.join("file"), vec![7u8; 4096]).unwrap();
+    let opts = ShareOptions {
+        read_only: true,
+        ..ShareOptions::default()
+    };
+    let fs = serve(&host.share, opts);
+    let c = ctx();
+    let file = fs.lookup(&c, ROOT_ID, &name("file")).unwrap();
+    let mut dax = RecordingDax::default();
+
+    let write = errno(fs.setupmapping(&c, file.inode, 0, 0, 4096, 0x3, 0, &mut dax));
+    fs.setupmapping(&c, file.inode, 0, 0, 4096, 0x2, 0, &mut dax)
+        .unwrap();
+
+    assert_eq!(write, libc::EROFS);
+    assert_eq!(dax.maps, vec![(0, 0, 4096, 0x2)]);
 }
