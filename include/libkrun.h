@@ -4,6 +4,8 @@
  *
  * Usage: krun_create_ctx() returns a context id; krun_set_* / krun_add_* configure it;
  * krun_start_enter() runs the VM and exits the process with the workload's status.
+ * krunrs_start_return() is this implementation's one extension (not in upstream libkrun):
+ * it runs the VM the same way and returns the workload's status instead of exiting.
  * Every function returns 0 (or a non-negative value where documented) on success and a
  * negative errno on failure; an unknown or freed context id gives -ENOENT.
  *
@@ -203,9 +205,12 @@ int32_t krun_add_console_port_tty(uint32_t ctx_id, uint32_t console_id, const ch
 int32_t krun_add_console_port_inout(uint32_t ctx_id, uint32_t console_id, const char *name, int input_fd, int output_fd);
 
 /**
- * Would add a raw disk image `disk_path` as a virtio-blk device identified by `block_id`
- * (read-only if `read_only`). Not supported by this build yet: returns -ENOENT for an
- * unknown context, -EINVAL for NULL or non-UTF-8 strings, else -ENOTSUP.
+ * Adds the raw disk image (or host block device) `disk_path` as a virtio-blk device whose
+ * serial (`VIRTIO_BLK_T_GET_ID`) is `block_id`, read-only if `read_only`; flushes are
+ * honoured (`KRUN_SYNC_RELAXED`). Disks appear in the guest in the order they are added
+ * (`/dev/vda`, `/dev/vdb`, ...). Returns 0, -ENOENT for an unknown context or a missing
+ * file, -EACCES when the file cannot be opened as asked (read-write on a read-only
+ * file), -EINVAL for NULL, empty or non-UTF-8 strings, -EEXIST for a `block_id` in use.
  *
  * # Safety
  * `block_id` and `disk_path` are NULL or NUL-terminated.
@@ -213,8 +218,9 @@ int32_t krun_add_console_port_inout(uint32_t ctx_id, uint32_t console_id, const 
 int32_t krun_add_disk(uint32_t ctx_id, const char *block_id, const char *disk_path, bool read_only);
 
 /**
- * As `krun_add_disk` with an image format, `KRUN_DISK_FORMAT_*`; an unknown format
- * returns -EINVAL. Not supported yet: -ENOTSUP.
+ * As `krun_add_disk` with an image format, `KRUN_DISK_FORMAT_*` (raw, qcow2 with its
+ * backing chain, vmdk served read-only); an unknown format returns -EINVAL. An image whose
+ * header is corrupt makes `krun_start_enter` fail with -EINVAL, naming the file.
  *
  * # Safety
  * `block_id` and `disk_path` are NULL or NUL-terminated.
@@ -222,9 +228,13 @@ int32_t krun_add_disk(uint32_t ctx_id, const char *block_id, const char *disk_pa
 int32_t krun_add_disk2(uint32_t ctx_id, const char *block_id, const char *disk_path, uint32_t disk_format, bool read_only);
 
 /**
- * As `krun_add_disk2`, plus `direct_io` (bypass the host page cache) and how flushes are
- * honoured, `sync_mode` (`KRUN_SYNC_*`); an unknown mode returns -EINVAL. Not supported
- * yet: -ENOTSUP.
+ * As `krun_add_disk2`, plus `direct_io` (open with O_DIRECT, bypassing the host page
+ * cache; where the host filesystem refuses O_DIRECT the disk is opened cached, with one
+ * warning) and `sync_mode`: `KRUN_SYNC_NONE` offers the guest no flush (nothing is synced
+ * until the VM ends), `KRUN_SYNC_RELAXED` makes each guest flush an fdatasync (the image's
+ * metadata first), `KRUN_SYNC_FULL` does that and also makes every write durable before
+ * the guest sees it complete. Every disk is flushed when the VM ends, whatever the mode.
+ * An unknown mode returns -EINVAL.
  *
  * # Safety
  * `block_id` and `disk_path` are NULL or NUL-terminated.
@@ -232,9 +242,11 @@ int32_t krun_add_disk2(uint32_t ctx_id, const char *block_id, const char *disk_p
 int32_t krun_add_disk3(uint32_t ctx_id, const char *block_id, const char *disk_path, uint32_t disk_format, bool read_only, bool direct_io, uint32_t sync_mode);
 
 /**
- * Would boot from the raw disk image `disk_path` (block id `root`) instead of a root
- * directory. Not supported yet: returns -ENOENT for an unknown context, -EINVAL for a
- * NULL or non-UTF-8 path, else -ENOTSUP.
+ * Boots from the raw disk image `disk_path` (added read-write as block id `root`) instead
+ * of a root directory: init mounts it (its filesystem type probed) and runs the workload
+ * there, as with `krun_set_root_disk_remount`. Returns 0, -ENOENT for an unknown context or
+ * a missing file, -EACCES for a file that cannot be opened read-write, -EINVAL for a NULL,
+ * empty or non-UTF-8 path, -EEXIST if a `root` disk exists, -EBUSY if another root is set.
  *
  * # Safety
  * `disk_path` is NULL or NUL-terminated.
@@ -242,9 +254,10 @@ int32_t krun_add_disk3(uint32_t ctx_id, const char *block_id, const char *disk_p
 int32_t krun_set_root_disk(uint32_t ctx_id, const char *disk_path);
 
 /**
- * Would add the raw disk image `disk_path` with block id `data`. Not supported yet:
- * returns -ENOENT for an unknown context, -EINVAL for a NULL or non-UTF-8 path, else
- * -ENOTSUP.
+ * Adds the raw disk image `disk_path` read-write with block id `data` (as `krun_add_disk`).
+ * Returns 0, -ENOENT for an unknown context or a missing file, -EACCES for a file that
+ * cannot be opened read-write, -EINVAL for a NULL or non-UTF-8 path, -EEXIST if a `data`
+ * disk exists.
  *
  * # Safety
  * `disk_path` is NULL or NUL-terminated.
@@ -252,10 +265,15 @@ int32_t krun_set_root_disk(uint32_t ctx_id, const char *disk_path);
 int32_t krun_set_data_disk(uint32_t ctx_id, const char *disk_path);
 
 /**
- * Would make init mount the guest block device `device` (e.g. `/dev/vda`) as the root and
- * switch to it (`fstype` NULL or "auto" to detect it; `options` may be NULL). Not
- * supported yet: returns -ENOENT for an unknown context, -EINVAL for a NULL or non-UTF-8
- * device or non-UTF-8 fstype/options, else -ENOTSUP.
+ * Makes the guest's root the block device `device` (e.g. `/dev/vda`, a disk added
+ * before): the kernel boots on an empty virtual root holding only init, init mounts the
+ * device with `fstype` (NULL or "auto": each block filesystem type the guest kernel has is
+ * tried) and `options` (the mount data string, may be NULL), makes it `/` and runs the
+ * workload there; its exit status still reaches the host, through the initial root init
+ * keeps open. Returns 0, -ENOENT for an unknown context, -EINVAL for a NULL, empty or
+ * non-UTF-8 device, non-UTF-8 fstype/options, text with spaces or quotes (it travels on
+ * the kernel command line), or when no disk was added yet, -EBUSY if a root directory is
+ * set.
  *
  * # Safety
  * Each string is NULL or NUL-terminated.
@@ -341,8 +359,9 @@ int32_t krun_set_root(uint32_t ctx_id, const char *root_path);
  * `c_tag`; the tag `KRUN_FS_ROOT_TAG` makes it the root. No DAX window, read-write.
  * Returns 0, -ENOENT for an unknown context or a missing directory, -ENOTDIR if `c_path`
  * is not a directory, -EINVAL for a NULL tag, a tag that is empty or longer than 36 bytes,
- * or non-UTF-8 text, -ENOTSUP for a NULL path (directory-less shares), -EEXIST for a tag
- * already in use.
+ * or non-UTF-8 text, -EEXIST for a tag already in use. A NULL `c_path` shares no host
+ * directory (NullFs): the guest sees an empty read-only directory holding only the virtual
+ * entries of `krun_fs_add_overlay_*`.
  *
  * # Safety
  * `c_tag` and `c_path` are NULL or NUL-terminated.
@@ -350,8 +369,9 @@ int32_t krun_set_root(uint32_t ctx_id, const char *root_path);
 int32_t krun_add_virtiofs(uint32_t ctx_id, const char *c_tag, const char *c_path);
 
 /**
- * As `krun_add_virtiofs`, with a DAX window of `shm_size` bytes (0: none). This build has
- * no DAX: a non-zero `shm_size` is ignored with a warning (the share works without it).
+ * As `krun_add_virtiofs`, with a DAX window of `shm_size` bytes (0: none), rounded up to
+ * 2 MiB, which the guest uses when it mounts the share with `-o dax`. The root share
+ * (`/dev/root`) is served without a window: its `shm_size` is ignored with a warning.
  *
  * # Safety
  * `c_tag` and `c_path` are NULL or NUL-terminated.
@@ -367,8 +387,12 @@ int32_t krun_add_virtiofs2(uint32_t ctx_id, const char *c_tag, const char *c_pat
 int32_t krun_add_virtiofs3(uint32_t ctx_id, const char *c_tag, const char *c_path, uint64_t shm_size, bool read_only);
 
 /**
- * As `krun_add_virtiofs3`, with a caching/consistency `semantics` selector. Only 0 (the
- * default semantics) is supported; other values return -ENOTSUP.
+ * As `krun_add_virtiofs3`, with upstream's permission `semantics`: 0
+ * (`KRUN_SEMANTICS_LINUX_COMPLETE`) serves the host's owners and permission bits as the
+ * other calls do; 1 (`KRUN_SEMANTICS_LINUX_SIMPLIFIED`) keeps permission bits on the host
+ * but ignores ownership: each file is reported as owned by the guest process asking, and
+ * chown/chgrp leave the host file's owner alone. Returns what `krun_add_virtiofs3` returns,
+ * and -EINVAL for any other `semantics`.
  *
  * # Safety
  * `c_tag` and `c_path` are NULL or NUL-terminated.
@@ -376,10 +400,15 @@ int32_t krun_add_virtiofs3(uint32_t ctx_id, const char *c_tag, const char *c_pat
 int32_t krun_add_virtiofs4(uint32_t ctx_id, const char *c_tag, const char *c_path, uint64_t shm_size, bool read_only, uint32_t semantics);
 
 /**
- * Would make the root an overlay of host directories, given lowest layer first in a
- * NULL-terminated array (microsandbox's extension). Not supported by this build yet:
- * returns -ENOENT for an unknown context, -EINVAL for a NULL array or non-UTF-8 text,
- * -E2BIG for an array with no terminator, else -ENOTSUP.
+ * Makes the guest's root the union of the host directories `root_layers` (microsandbox's
+ * extension), given lowest first: the last one is the top layer, where every change lands;
+ * the others are never modified. A lower file is copied up before it is written or its
+ * attributes change; deleting a lower entry leaves an OCI whiteout `.wh.NAME` in the top
+ * layer, and a top directory holding `.wh..wh..opq` hides the layers below it. Returns 0,
+ * -ENOENT for an unknown context or a missing directory, -ENOTDIR for a layer that is not a
+ * directory, -EINVAL for a NULL or empty array (or more than 128 layers), empty or non-UTF-8
+ * text, -E2BIG for an array with no terminator, -EBUSY if another kind of root is set,
+ * -EEXIST if a virtio-fs root is set.
  *
  * # Safety
  * `root_layers` is NULL or a NULL-terminated array of NUL-terminated strings.
@@ -387,11 +416,17 @@ int32_t krun_add_virtiofs4(uint32_t ctx_id, const char *c_tag, const char *c_pat
 int32_t krun_set_overlayfs_root(uint32_t ctx_id, const char *const *root_layers);
 
 /**
- * Would show a file at `path` in the share tagged `fs_tag`, with contents
- * `data[0..data_len]` and permission bits `mode` (`one_shot`: removed after the guest first
- * reads it). Not supported by this build yet: returns -ENOENT for an unknown context,
- * -EINVAL for NULL strings, non-UTF-8 text or NULL `data` with a non-zero length, else
- * -ENOTSUP.
+ * Shows a read-only file at `path` in the share tagged `fs_tag`, with contents
+ * `data[0..data_len]` (copied now: the caller's buffer may go away after the call) and
+ * permission bits `mode` (file type bits are ignored: `0100644` and `0644` are the same).
+ * It hides a host file of the same name without touching it; opening it for writing fails
+ * with `EACCES`, changing or removing it with `EPERM`. `one_shot`: the entry leaves its
+ * directory after the guest's first lookup (an open descriptor keeps reading it).
+ * Every directory on the way must exist: a virtual one added before, or one of the share's
+ * host directory. Returns 0, -ENOENT for an unknown context or tag or a missing directory
+ * on the way, -ENOTDIR when one on the way is a file, -EEXIST for a path given twice,
+ * -EINVAL for NULL strings, an empty path or `.`/`..`/empty components, non-UTF-8 text or
+ * NULL `data` with a non-zero length.
  *
  * # Safety
  * The strings are NULL or NUL-terminated; `data` is NULL or points to `data_len` bytes.
@@ -399,9 +434,10 @@ int32_t krun_set_overlayfs_root(uint32_t ctx_id, const char *const *root_layers)
 int32_t krun_fs_add_overlay_file(uint32_t ctx_id, const char *fs_tag, const char *path, const uint8_t *data, size_t data_len, uint32_t mode, bool one_shot);
 
 /**
- * Would show an empty directory at `path` in the share tagged `fs_tag` with permission
- * bits `mode`. Not supported by this build yet: returns -ENOENT for an unknown context,
- * -EINVAL for NULL or non-UTF-8 strings, else -ENOTSUP.
+ * Shows an empty read-only directory at `path` in the share tagged `fs_tag` with
+ * permission bits `mode` (a mount point such as `dev`, or the parent of later overlay
+ * entries); a host entry of the same name is hidden, not touched. Returns what
+ * `krun_fs_add_overlay_file` returns.
  *
  * # Safety
  * The strings are NULL or NUL-terminated.
@@ -426,12 +462,16 @@ int32_t krun_set_log_level(uint32_t level);
 int32_t krun_init_log(int32_t target_fd, uint32_t level, uint32_t style, uint32_t options);
 
 /**
- * Would add a virtio-net interface whose frames travel over a unix stream socket (passt or
- * socket_vmnet style): the socket path `c_path` (fd -1) or a connected socket `fd`
- * (`c_path` NULL), the 6-byte MAC `c_mac`, `NET_FEATURE_*` `features`, `NET_FLAG_*`
- * `flags`. Not supported by this build yet: returns -ENOENT for an unknown context,
- * -EINVAL for a NULL MAC, a non-UTF-8 path, or both or neither of path and fd, else
- * -ENOTSUP.
+ * Adds a virtio-net interface whose frames travel over a unix stream socket with passt's
+ * protocol (each frame after its 32-bit big-endian length): the socket path `c_path`
+ * (`fd` -1; connected when the VM starts) or a connected socket `fd` (`c_path` NULL; the
+ * VMM uses a copy), the 6-byte MAC `c_mac`, `NET_FEATURE_*` `features` (offered to the
+ * guest where the backend can honour them), `NET_FLAG_*` `flags` (`NET_FLAG_DHCP_CLIENT`:
+ * init configures the interface by DHCP). Returns 0, -ENOENT for an unknown context,
+ * -EINVAL for a NULL or multicast or all-zero MAC, a non-UTF-8 path, both or neither of
+ * path and fd, unknown feature or flag bits, -EBUSY after `krun_set_passt_fd` /
+ * `krun_set_gvproxy_path`. A path that cannot be connected fails `krun_start_enter`
+ * with connect's errno.
  *
  * # Safety
  * `c_path` is NULL or NUL-terminated; `c_mac` is NULL or points to 6 bytes.
@@ -439,8 +479,10 @@ int32_t krun_init_log(int32_t target_fd, uint32_t level, uint32_t style, uint32_
 int32_t krun_add_net_unixstream(uint32_t ctx_id, const char *c_path, int fd, uint8_t *c_mac, uint32_t features, uint32_t flags);
 
 /**
- * As `krun_add_net_unixstream` over a unix datagram socket (gvproxy, vmnet-helper). Not
- * supported yet: -ENOTSUP after the same argument checks.
+ * As `krun_add_net_unixstream` over a unix datagram socket, one frame per datagram
+ * (gvproxy, vmnet-helper). With a path the VMM binds a local socket in the temporary
+ * directory for the peer to answer to, and with `NET_FLAG_VFKIT` sends vfkit's magic
+ * (`VFKT`) first; `NET_FLAG_VFKIT` with an fd is -EINVAL.
  *
  * # Safety
  * `c_path` is NULL or NUL-terminated; `c_mac` is NULL or points to 6 bytes.
@@ -448,9 +490,12 @@ int32_t krun_add_net_unixstream(uint32_t ctx_id, const char *c_path, int fd, uin
 int32_t krun_add_net_unixgram(uint32_t ctx_id, const char *c_path, int fd, uint8_t *c_mac, uint32_t features, uint32_t flags);
 
 /**
- * Would add a virtio-net interface backed by the host tap device `c_tap_name`. Not
- * supported yet: returns -ENOENT for an unknown context, -EINVAL for a NULL or non-UTF-8
- * name or a NULL MAC, else -ENOTSUP.
+ * Adds a virtio-net interface backed by the host tap device `c_tap_name` (created if it
+ * does not exist; opened with a virtio-net header, offloads set from what the guest
+ * accepts). Returns 0, -ENOENT for an unknown context, -EINVAL for a NULL, empty,
+ * non-UTF-8 or longer than 15 bytes name, a bad MAC, unknown feature or flag bits, or
+ * guest offloads without `NET_FEATURE_GUEST_CSUM`. A tap that cannot be opened fails
+ * `krun_start_enter` with the open's errno (e.g. -EPERM without CAP_NET_ADMIN).
  *
  * # Safety
  * `c_tap_name` is NULL or NUL-terminated; `c_mac` is NULL or points to 6 bytes.
@@ -458,16 +503,18 @@ int32_t krun_add_net_unixgram(uint32_t ctx_id, const char *c_path, int fd, uint8
 int32_t krun_add_net_tap(uint32_t ctx_id, char *c_tap_name, uint8_t *c_mac, uint32_t features, uint32_t flags);
 
 /**
- * Legacy single interface: would use the connected passt socket `fd` instead of the
- * implicit TSI network. Not supported yet: returns -ENOENT for an unknown context, -EINVAL
- * for a negative fd, else -ENOTSUP (TSI stays on).
+ * Legacy single interface: the connected passt socket `fd` (a unix stream with passt's
+ * framing, `COMPAT_NET_FEATURES`, no DHCP by init) replaces the implicit TSI network.
+ * Returns 0, -ENOENT for an unknown context, -EINVAL for a negative fd, -EBUSY when
+ * `krun_add_net_*` interfaces exist.
  */
 int32_t krun_set_passt_fd(uint32_t ctx_id, int fd);
 
 /**
- * Legacy single interface: would use gvproxy's unix datagram socket at `c_path`. Not
- * supported yet: returns -ENOENT for an unknown context, -EINVAL for a NULL or non-UTF-8
- * path, else -ENOTSUP (TSI stays on).
+ * Legacy single interface: gvproxy's unix datagram socket at `c_path` (vfkit protocol:
+ * the magic is sent first), `COMPAT_NET_FEATURES`, replacing the implicit TSI network.
+ * Returns 0, -ENOENT for an unknown context, -EINVAL for a NULL, empty or non-UTF-8
+ * path, -EBUSY when `krun_add_net_*` interfaces exist.
  *
  * # Safety
  * `c_path` is NULL or NUL-terminated.
@@ -475,9 +522,9 @@ int32_t krun_set_passt_fd(uint32_t ctx_id, int fd);
 int32_t krun_set_gvproxy_path(uint32_t ctx_id, char *c_path);
 
 /**
- * Would set the MAC of the legacy interface (`krun_set_passt_fd`/`krun_set_gvproxy_path`).
- * Not supported yet: returns -ENOENT for an unknown context, -EINVAL for a NULL MAC, else
- * -ENOTSUP.
+ * Sets the MAC of the legacy interface (`krun_set_passt_fd`/`krun_set_gvproxy_path`),
+ * before or after it is configured (default 5a:94:ef:e4:0c:ee). Returns 0, -ENOENT for
+ * an unknown context, -EINVAL for a NULL, multicast or all-zero MAC.
  *
  * # Safety
  * `c_mac` is NULL or points to 6 bytes.
@@ -658,10 +705,16 @@ int32_t krun_free_ctx(uint32_t ctx_id);
 int32_t krun_set_vm_config(uint32_t ctx_id, uint8_t num_vcpus, uint32_t ram_mib);
 
 /**
- * Would boot `kernel_path` (a `KRUN_KERNEL_FORMAT_*` image) instead of libkrunfw's kernel,
- * with an optional `initramfs` and kernel command line `cmdline`. Not supported by this
- * build yet (only libkrunfw's kernel boots): returns -ENOENT for an unknown context,
- * -EINVAL for a NULL or non-UTF-8 string or an unknown format, else -ENOTSUP.
+ * Boots `kernel_path` instead of libkrunfw's kernel. `kernel_format` on x86_64:
+ * `KRUN_KERNEL_FORMAT_RAW` a bzImage, `KRUN_KERNEL_FORMAT_ELF` an ELF vmlinux,
+ * `KRUN_KERNEL_FORMAT_IMAGE_GZ` / `KRUN_KERNEL_FORMAT_IMAGE_ZSTD` a gzip / zstd stream of
+ * either. `initramfs` (or NULL) is loaded where the boot protocol lets the kernel find it.
+ * `cmdline` (or NULL for the default) replaces the base kernel command line, as upstream
+ * uses it; the virtio-mmio devices, `init=` and the workload are still appended. The files
+ * are read by `krun_start_enter`, which fails with -EINVAL (one line naming the file and
+ * the format) when the kernel is not in the declared format, or with the open's errno.
+ * Returns 0, -ENOENT for an unknown context, -EINVAL for a NULL or non-UTF-8 string or an
+ * unknown format, -ENOTSUP for `PE_GZ` and `IMAGE_BZ2` (not bootable on x86_64).
  *
  * # Safety
  * Each string is NULL or NUL-terminated.
@@ -682,10 +735,14 @@ int32_t krun_set_nested_virt(uint32_t ctx_id, bool enabled);
 int32_t krun_split_irqchip(uint32_t ctx_id, bool enable);
 
 /**
- * Takes SMBIOS OEM strings (type 11) from a NULL-terminated array. This build writes no
- * SMBIOS tables (upstream ignores them on x86_64 too): non-empty strings are ignored with a
- * warning. Returns 0, -ENOENT for an unknown context, -EINVAL if the array is NULL or holds
- * non-UTF-8 text, -E2BIG if it has no NULL terminator.
+ * Sets the SMBIOS OEM strings (type 11) from a NULL-terminated array: the VM gets SMBIOS
+ * 3.0 tables (types 0, 1, 11 and 127) in the BIOS area, where a guest kernel with DMI
+ * support finds them (`/sys/firmware/dmi/entries/11-0/raw`, `dmidecode -t 11`), one
+ * string per entry, in order (libkrunfw's kernel is built without DMI; kernels given to
+ * `krun_set_kernel` usually have it). An empty array writes no tables. Returns 0, -ENOENT for an
+ * unknown context, -EINVAL if the array is NULL, holds non-UTF-8 text or an empty string,
+ * has more than 255 strings or more than 49152 bytes of strings (each counted with its
+ * NUL), -E2BIG if it has no NULL terminator.
  *
  * # Safety
  * `oem_strings` is NULL or a NULL-terminated array of NUL-terminated strings.
@@ -699,8 +756,14 @@ int32_t krun_set_smbios_oem_strings(uint32_t ctx_id, const char *const *oem_stri
 int32_t krun_disable_implicit_init(uint32_t ctx_id);
 
 /**
- * Upstream offers an eventfd that shuts the VM down only on macOS; this Linux build has
- * none. Returns -ENOENT for an unknown context, else -EINVAL (as upstream on Linux).
+ * Returns an eventfd that asks the guest to shut down in order: writing any value to it
+ * (e.g. `eventfd_write(fd, 1)`) makes the guest init send SIGTERM to the workload, wait
+ * 10 seconds, then SIGKILL it; the VM then ends with the workload's exit status, which
+ * `krun_start_enter` exits with. The eventfd is created by the first call (later calls
+ * return the same fd), so call it after the caller's own fd cleanup and before
+ * `krun_start_enter`; the library owns it: do not close it. It needs the built-in init
+ * (a root without `krun_disable_implicit_init`). Returns the fd, -ENOENT for an unknown
+ * context, or the errno of eventfd(2). (Upstream offers it only on macOS/aarch64.)
  */
 int32_t krun_get_shutdown_eventfd(uint32_t ctx_id);
 
@@ -714,6 +777,19 @@ int32_t krun_get_shutdown_eventfd(uint32_t ctx_id);
  * logging was never configured.
  */
 int32_t krun_start_enter(uint32_t ctx_id);
+
+/**
+ * Extension of this implementation, not in upstream libkrun (hence the `krunrs_` prefix,
+ * which upstream's `krun_` names cannot clash with): runs the context's VM as
+ * `krun_start_enter` does, but returns instead of exiting the process. Returns the
+ * workload's exit status (0 to 255; 1 when the guest ended without reporting one), or a
+ * negative errno: those of `krun_start_enter` when the VM could not be started, -EIO when a
+ * device failed while the VM ran (the VM was stopped; the line logged names the device).
+ * The context is consumed either way, as `krun_start_enter` consumes it. When it returns,
+ * every thread the VM started is joined, every fd it opened is closed and terminal modes
+ * are restored, so the caller can go on, or configure and run another VM.
+ */
+int32_t krunrs_start_return(uint32_t ctx_id);
 
 /**
  * Exposes guest ports on the host through TSI, from a NULL-terminated array of

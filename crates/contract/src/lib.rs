@@ -3,7 +3,8 @@
 //!
 //! - the virtual files the root share serves ([`INIT_FILE_NAME`], [`EXEC_FILE_NAME`]);
 //! - the exit-code ioctl ([`EXIT_CODE_IOCTL`]);
-//! - the virtio-console port names that replace the workload's standard streams;
+//! - the virtio-console port names that replace the workload's standard streams, and the
+//!   shutdown request port ([`PORT_SHUTDOWN`]);
 //! - the `KRUN_*` kernel command-line keys init reads ([`keys`]);
 //! - the exec-config document, [`ExecConfig`] (format: init/README.md).
 
@@ -41,6 +42,24 @@ pub const PORT_STDOUT: &str = "krun-stdout";
 /// virtio-console port whose guest end becomes the workload's stderr.
 pub const PORT_STDERR: &str = "krun-stderr";
 
+/// virtio-console port on which the host asks for an orderly shutdown
+/// (`krun_get_shutdown_eventfd`). It has its own console device, created only when the
+/// caller asked for the eventfd; its host input is that eventfd, so each write by the caller
+/// becomes 8 bytes (the eventfd counter) the guest reads, and bytes written before the guest
+/// opened the port wait in the counter. Init opens the port after starting the workload;
+/// any bytes read mean "shut down": init sends SIGTERM to the workload, waits
+/// [`SHUTDOWN_GRACE_SECS`], then SIGKILLs it, and the VM ends with the workload's status as
+/// always. The guest never writes to the port.
+pub const PORT_SHUTDOWN: &str = "krun-shutdown";
+/// Seconds init waits after SIGTERM before it SIGKILLs the workload on a shutdown request.
+pub const SHUTDOWN_GRACE_SECS: u64 = 10;
+/// Where init mounts the remount root's device before it moves it to `/`: a virtual
+/// directory of the initial (NullFs) root, as are [`REMOUNT_DIRS`].
+pub const REMOUNT_TARGET: &str = "newroot";
+/// Mount points the initial root of a remount boot offers (virtual directories), so init
+/// can mount the kernel filesystems and the device before the switch.
+pub const REMOUNT_DIRS: [&str; 4] = ["dev", "proc", "sys", REMOUNT_TARGET];
+
 /// `KRUN_*` keys of the kernel command line (init sees them as environment variables and
 /// never passes them on to the workload).
 pub mod keys {
@@ -64,6 +83,93 @@ pub mod keys {
     pub const CONFIG: &str = "KRUN_CONFIG";
     /// `1`: exec the workload as PID 1 instead of supervising it.
     pub const INIT_PID1: &str = "KRUN_INIT_PID1";
+    /// The remount root (`krun_set_root_disk_remount`): the block device init mounts and
+    /// makes the root before it starts the workload.
+    pub const BLOCK_ROOT_DEVICE: &str = "KRUN_BLOCK_ROOT_DEVICE";
+    /// Its filesystem type; absent: each type of /proc/filesystems is tried.
+    pub const BLOCK_ROOT_FSTYPE: &str = "KRUN_BLOCK_ROOT_FSTYPE";
+    /// Its mount options (the data string of mount(2)).
+    pub const BLOCK_ROOT_OPTIONS: &str = "KRUN_BLOCK_ROOT_OPTIONS";
+    /// The virtio-net interfaces init brings up: see [`crate::nics`].
+    pub const NET: &str = "KRUN_NET";
+}
+
+/// The `KRUN_NET` value: one item per virtio-net interface, joined by `,`, each the MAC as
+/// 12 lowercase hex digits, with `+dhcp` appended when init must configure it by DHCP
+/// (`NET_FLAG_DHCP_CLIENT`); e.g. `5a94efe40cee+dhcp,020000000002`. Init finds each
+/// interface by its MAC, so the guest's naming does not matter.
+pub mod nics {
+    /// One interface as `KRUN_NET` describes it.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Nic {
+        pub mac: [u8; 6],
+        pub dhcp: bool,
+    }
+
+    const DHCP_SUFFIX: &str = "+dhcp";
+
+    /// The `KRUN_NET` value for `nics`.
+    pub fn format(nics: &[Nic]) -> String {
+        nics.iter()
+            .map(|n| {
+                let mac: String = n.mac.iter().map(|b| format!("{b:02x}")).collect();
+                if n.dhcp {
+                    mac + DHCP_SUFFIX
+                } else {
+                    mac
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Parses a `KRUN_NET` value; malformed items are skipped.
+    pub fn parse(value: &str) -> Vec<Nic> {
+        value
+            .split(',')
+            .filter_map(|item| {
+                let (hex, dhcp) = match item.strip_suffix(DHCP_SUFFIX) {
+                    Some(hex) => (hex, true),
+                    None => (item, false),
+                };
+                if hex.len() != 12 || !hex.is_ascii() {
+                    return None;
+                }
+                let mut mac = [0u8; 6];
+                for (i, byte) in mac.iter_mut().enumerate() {
+                    *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+                }
+                Some(Nic { mac, dhcp })
+            })
+            .collect()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn format_parse_round_trip() {
+            let nics = [
+                Nic {
+                    mac: [0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xee],
+                    dhcp: true,
+                },
+                Nic {
+                    mac: [2, 0, 0, 0, 0, 2],
+                    dhcp: false,
+                },
+            ];
+            let text = format(&nics);
+            assert_eq!(text, "5a94efe40cee+dhcp,020000000002");
+            assert_eq!(parse(&text), nics);
+        }
+
+        #[test]
+        fn parse_skips_malformed_items() {
+            assert_eq!(parse("zz94efe40cee,12,+dhcp,"), Vec::new());
+        }
+    }
 }
 
 /// The exec-config document (`/.krun_exec.json`): the workload when the kernel command line

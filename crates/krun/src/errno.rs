@@ -13,7 +13,7 @@ use vmm::config::ConfigError;
 use vmm::host::HostError;
 use vmm::krunfw::KrunfwError;
 use vmm::process::IdError;
-use vmm::{DeviceError, MemoryError, VcpuError, VmError};
+use vmm::{DaxError, DeviceError, MemoryError, VcpuError, VirtualEntryError, VmError};
 
 /// An OS error's own errno, else `fallback`.
 fn os(source: &io::Error, fallback: i32) -> i32 {
@@ -53,10 +53,12 @@ pub fn config(e: &ConfigError) -> i32 {
         | NetFlags(_)
         | TapNeedsGuestCsum
         | NetEndpoint
+        | TapName(_)
         | Fd(_)
         | TsiScope(_)
         | Address { .. }
         | OverlayPath(_)
+        | FsSemantics(_)
         | KernelConsole(_) => libc::EINVAL,
     }
 }
@@ -72,9 +74,9 @@ pub fn host(e: &HostError) -> i32 {
 pub fn vm(e: &VmError) -> i32 {
     match e {
         VmError::VcpuCount { .. } => libc::EINVAL,
-        VmError::Unsupported(_) => libc::ENOTSUP,
         VmError::Krunfw(KrunfwError::Open(_)) => libc::ENOENT,
         VmError::Krunfw(_) => libc::EINVAL,
+        VmError::Kernel(e) => kernel(e),
         VmError::KvmOpen(e)
         | VmError::CreateVm(e)
         | VmError::TssAddress(e)
@@ -94,7 +96,27 @@ pub fn vm(e: &VmError) -> i32 {
         VmError::SerialIrq(e) => e.errno(),
         VmError::Ids(e) => ids(e),
         VmError::Vsock(_) => libc::EINVAL,
+        VmError::VirtualEntry(VirtualEntryError::Exists(_)) => libc::EEXIST,
+        VmError::VirtualEntry(_) => libc::EINVAL,
         VmError::SpawnVcpu { source, .. } => os(source, libc::EAGAIN),
+        VmError::DeviceFailed { .. } => libc::EIO,
+    }
+}
+
+/// A kernel file that cannot be read keeps its errno (ENOENT, EACCES); one that is not in
+/// its declared format, or does not fit, is EINVAL.
+fn kernel(e: &vmm::kernel::KernelError) -> i32 {
+    use vmm::kernel::KernelError;
+    match e {
+        KernelError::Read { source, .. } | KernelError::Initramfs { source, .. } => {
+            os(source, libc::EIO)
+        }
+        KernelError::UnsupportedFormat(_) => libc::ENOTSUP,
+        KernelError::NotInFormat { .. }
+        | KernelError::Decompress { .. }
+        | KernelError::TooLarge { .. }
+        | KernelError::Load { .. }
+        | KernelError::InitramfsTooLarge { .. } => libc::EINVAL,
     }
 }
 
@@ -113,6 +135,22 @@ fn device(e: &DeviceError) -> i32 {
         | DeviceError::ConsoleIo { source, .. }
         | DeviceError::Fs { source, .. } => os(source, libc::EIO),
         DeviceError::IoEvent { source, .. } | DeviceError::IrqFd { source, .. } => source.errno(),
+        DeviceError::Block { source, .. } => match source.raw_os_error() {
+            Some(errno) => errno,
+            // imago's verdict on the image itself: a corrupt header, an unknown format.
+            None => match source.kind() {
+                io::ErrorKind::Unsupported => libc::ENOTSUP,
+                io::ErrorKind::NotFound => libc::ENOENT,
+                io::ErrorKind::PermissionDenied => libc::EACCES,
+                _ => libc::EINVAL,
+            },
+        },
+        DeviceError::Net { source, .. } => os(source.io(), libc::EIO),
+        DeviceError::Dax { source, .. } => match source {
+            DaxError::TooLarge(_) => libc::EINVAL,
+            DaxError::Reserve { source, .. } => os(source, libc::ENOMEM),
+            DaxError::Register { source, .. } => source.errno(),
+        },
     }
 }
 
@@ -162,9 +200,12 @@ mod tests {
 
         let share = FsShare {
             tag: "data".into(),
-            path: "/d".into(),
+            path: Some("/d".into()),
             shm_size: 0,
             read_only: false,
+            semantics: vmm::config::FsSemantics::LinuxComplete,
+            layers: Vec::new(),
+            backend: None,
         };
         c.add_fs_share(share.clone()).unwrap();
         assert_eq!(cfg(c.add_fs_share(share)), libc::EEXIST);
@@ -200,7 +241,6 @@ mod tests {
 
     #[test]
     fn vm_errors_keep_their_errnos() {
-        assert_eq!(vm(&VmError::Unsupported("x")), libc::ENOTSUP);
         assert_eq!(vm(&VmError::VcpuCount { got: 0, max: 8 }), libc::EINVAL);
         let e = io::Error::from_raw_os_error(libc::EMFILE);
         assert_eq!(vm(&VmError::Serial(e)), libc::EMFILE);
@@ -217,6 +257,26 @@ mod tests {
                 source: VcpuError::Panicked
             }),
             libc::EIO
+        );
+    }
+
+    #[test]
+    fn kernel_errors_einval_unless_the_file_cannot_be_read() {
+        use vmm::kernel::KernelError;
+        let not_elf = KernelError::NotInFormat {
+            path: "/k".into(),
+            format: "ELF",
+            why: "x".into(),
+        };
+        assert_eq!(vm(&VmError::Kernel(not_elf)), libc::EINVAL);
+        let missing = KernelError::Read {
+            path: "/k".into(),
+            source: io::Error::from_raw_os_error(libc::ENOENT),
+        };
+        assert_eq!(vm(&VmError::Kernel(missing)), libc::ENOENT);
+        assert_eq!(
+            vm(&VmError::Kernel(KernelError::UnsupportedFormat("PE_GZ"))),
+            libc::ENOTSUP
         );
     }
 }

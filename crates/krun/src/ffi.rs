@@ -44,6 +44,34 @@ pub enum ApiError {
     Host(#[from] vmm::host::HostError),
     #[error("cannot start the VM: {0}")]
     Vm(#[from] vmm::VmError),
+    /// A failure of a run that had started (a device that failed, a panic in the VMM).
+    #[error(transparent)]
+    Run(krun_vm::VmError),
+    #[error("the VMM panicked while creating the VM: {0}")]
+    BuildPanicked(String),
+}
+
+impl From<krun_vm::BuildError> for ApiError {
+    fn from(e: krun_vm::BuildError) -> Self {
+        match e {
+            krun_vm::BuildError::Create(e) => ApiError::Vm(e),
+            krun_vm::BuildError::Panicked(text) => ApiError::BuildPanicked(text),
+            // Vm::from_config reports only the two above; a builder error is a bad value.
+            other => ApiError::Invalid {
+                what: "the VM configuration",
+                why: other.to_string(),
+            },
+        }
+    }
+}
+
+impl From<krun_vm::VmError> for ApiError {
+    fn from(e: krun_vm::VmError) -> Self {
+        match e {
+            krun_vm::VmError::Run(e) => ApiError::Vm(e),
+            other => ApiError::Run(other),
+        }
+    }
 }
 
 impl ApiError {
@@ -62,6 +90,8 @@ impl ApiError {
             ApiError::Config(e) => crate::errno::config(e),
             ApiError::Host(e) => crate::errno::host(e),
             ApiError::Vm(e) => crate::errno::vm(e),
+            ApiError::Run(krun_vm::VmError::Device { .. }) => libc::EIO,
+            ApiError::Run(_) | ApiError::BuildPanicked(_) => libc::EINVAL,
         }
     }
 }

@@ -1,8 +1,8 @@
-//! The guest init (`/init.krun`), built from the workspace's `init` crate by build.rs as a
-//! static executable and embedded here, so a root directory needs no init of its own.
+//! The guest init (`/init.krun`), built from the workspace's `init` crate as a static
+//! executable and embedded by krun-vm, so a root directory needs no init of its own.
 
 /// The init binary's bytes (a static x86_64 ELF executable).
-pub static DEFAULT_INIT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/init.krun"));
+pub static DEFAULT_INIT: &[u8] = krun_vm::GUEST_INIT;
 
 #[cfg(test)]
 mod tests {

@@ -35,14 +35,19 @@ fn header_matches_cbindgen_output() {
 }
 
 #[test]
-fn header_declares_every_abi_function() {
+fn header_declares_every_abi_function_and_the_extension() {
     let header = generate();
     let names: Vec<&str> = include_str!("../../../tests/abi/symbols.txt")
         .lines()
         .filter(|l| !l.trim().is_empty())
         .collect();
     assert_eq!(names.len(), 72);
-    for name in names {
+    let extensions: Vec<&str> = include_str!("../../../tests/abi/extensions.txt")
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(extensions, ["krunrs_start_return"]);
+    for name in names.into_iter().chain(extensions) {
         assert!(
             header.contains(&format!(" {name}(")),
             "{name} missing from the header"

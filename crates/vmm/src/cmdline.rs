@@ -37,8 +37,11 @@ pub struct MmioDeviceArg {
 /// What varies in the command line.
 #[derive(Clone, Debug, Default)]
 pub struct CmdlineParams<'a> {
-    /// `console=` value; None: hvc0.
+    /// `console=` value; None: hvc0 (with `base`: no `console=` added).
     pub console: Option<&'a str>,
+    /// `krun_set_kernel`'s command line: replaces upstream's base options and the default
+    /// console, as upstream uses it; the devices, `init=` and the workload still follow.
+    pub base: Option<&'a str>,
     /// Extra options appended before the devices (debugging).
     pub extra: Option<&'a str>,
     /// Device options before the devices (e.g. `tsi_hijack`).
@@ -65,15 +68,26 @@ fn push(cmdline: &mut Cmdline, item: &str) -> Result<(), CmdlineError> {
 pub fn build(params: &CmdlineParams<'_>) -> Result<Cmdline, CmdlineError> {
     // Invariant: CMDLINE_MAX_SIZE is a non-zero constant, the only failure of Cmdline::new.
     let mut cmdline = Cmdline::new(CMDLINE_MAX_SIZE).expect("non-zero command line capacity");
-    for item in BASE {
-        push(&mut cmdline, item)?;
-    }
-    push(
-        &mut cmdline,
-        &format!("console={}", params.console.unwrap_or(DEFAULT_CONSOLE)),
-    )?;
-    for item in BASE_TAIL {
-        push(&mut cmdline, item)?;
+    match params.base.map(str::trim).filter(|b| !b.is_empty()) {
+        Some(base) => {
+            push(&mut cmdline, base)?;
+            if let Some(console) = params.console {
+                push(&mut cmdline, &format!("console={console}"))?;
+            }
+        }
+        None if params.base.is_some() => {}
+        None => {
+            for item in BASE {
+                push(&mut cmdline, item)?;
+            }
+            push(
+                &mut cmdline,
+                &format!("console={}", params.console.unwrap_or(DEFAULT_CONSOLE)),
+            )?;
+            for item in BASE_TAIL {
+                push(&mut cmdline, item)?;
+            }
+        }
     }
     for flag in params.flags {
         push(&mut cmdline, flag)?;
@@ -193,5 +207,23 @@ mod tests {
         })
         .unwrap_err();
         assert!(matches!(err, CmdlineError::TooLong { .. }));
+    }
+
+    #[test]
+    fn build_kernel_file_cmdline_replaces_base_devices_follow() {
+        let dev = [MmioDeviceArg {
+            base: 0xd000_0000,
+            irq: 5,
+        }];
+        let c = build(&CmdlineParams {
+            base: Some("console=ttyS0 reboot=k"),
+            mmio_devices: &dev,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            text(&c),
+            "console=ttyS0 reboot=k virtio_mmio.device=4K@0xd0000000:5 init=/init.krun"
+        );
     }
 }

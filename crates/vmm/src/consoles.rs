@@ -3,33 +3,39 @@
 //! and their terminals.
 
 use std::io;
-use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 
 use devices::console::{
-    Console, ConsoleInput, ConsoleOutput, FdInput, FdOutput, FixedSize, LogOutput, Port,
-    SigintInput, Terminal,
+    Console, ConsoleInput, ConsoleOutput, ConsoleTail, FdInput, FdOutput, FixedSize, LogOutput,
+    Port, SigintInput, Terminal,
 };
 
 use crate::config::{self, ConsolePort};
-use crate::terminal::{self, RawMode, TtySize};
+use crate::terminal::{self, RawMode, SignalHandlers, TtySize};
 
-/// A console device ready to add, and the raw terminals to restore when the VM ends.
+/// A console device ready to add, the raw terminals to restore when the VM ends, and the
+/// signal handlers its SIGINT forwarding and resize events need while the VM runs.
 pub struct BuiltConsole {
     pub device: Console,
     pub raw_modes: Vec<RawMode>,
+    pub signals: Vec<SignalHandlers>,
+    /// The last lines of port 0's output when it goes to the log.
+    pub log_tail: Option<ConsoleTail>,
 }
 
-fn dup(fd: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: borrowed only for the dup call; an invalid fd fails with EBADF.
-    Ok(nix::unistd::dup(unsafe { BorrowedFd::borrow_raw(fd) })?)
+/// What the consoles hold on the host side while the VM runs.
+pub struct HostTerminal {
+    pub raw_modes: Vec<RawMode>,
+    pub signals: Vec<SignalHandlers>,
+    pub console_tails: Vec<ConsoleTail>,
 }
 
 fn input(fd: RawFd) -> io::Result<Box<dyn ConsoleInput>> {
-    Ok(Box::new(FdInput::new(dup(fd)?)))
+    Ok(Box::new(FdInput::new(crate::process::dup_fd(fd)?)))
 }
 
 fn output(fd: RawFd) -> io::Result<Box<dyn ConsoleOutput>> {
-    Ok(Box::new(FdOutput::new(dup(fd)?)))
+    Ok(Box::new(FdOutput::new(crate::process::dup_fd(fd)?)))
 }
 
 /// Whether `fd` is open (a closed stdio fd gets no port, as if it were -1).
@@ -64,6 +70,8 @@ pub fn default_console(
         return Ok(BuiltConsole {
             device,
             raw_modes: Vec::new(),
+            signals: Vec::new(),
+            log_tail: None,
         });
     }
     let (in_fd, out_fd, err_fd) = fds;
@@ -78,15 +86,21 @@ pub fn default_console(
         .map(|(_, fd)| fd);
 
     let forwarding_sigint = !in_tty;
+    let mut signals = Vec::new();
     let console_input: Option<Box<dyn ConsoleInput>> = if in_tty {
         Some(input(in_fd)?)
     } else {
-        Some(Box::new(SigintInput::new(terminal::forward_sigint()?)))
+        let (evt, handlers) = terminal::forward_sigint()?;
+        signals.push(handlers);
+        Some(Box::new(SigintInput::new(evt)))
     };
+    let mut log_tail = None;
     let console_output: Box<dyn ConsoleOutput> = if out_tty {
         output(out_fd)?
     } else {
-        Box::new(LogOutput::default())
+        let tail = ConsoleTail::default();
+        log_tail = Some(tail.clone());
+        Box::new(LogOutput::with_tail(tail))
     };
     let mut raw_modes = Vec::new();
     let terminal = match term_fd {
@@ -95,9 +109,11 @@ pub fn default_console(
                 Ok(raw) => raw_modes.push(raw),
                 Err(e) => log::error!("cannot put the terminal in raw mode: {e}"),
             }
+            let (resize_evt, handlers) = terminal::sigwinch_evt()?;
+            signals.push(handlers);
             Terminal {
                 size: Box::new(TtySize::new(fd)?),
-                resize_evt: Some(terminal::sigwinch_evt()?),
+                resize_evt: Some(resize_evt),
             }
         }
         None => Terminal {
@@ -130,7 +146,12 @@ pub fn default_console(
     );
     let mut device = Console::new(ports);
     device.set_terminal(terminal);
-    Ok(BuiltConsole { device, raw_modes })
+    Ok(BuiltConsole {
+        device,
+        raw_modes,
+        signals,
+        log_tail,
+    })
 }
 
 /// A `krun_add_virtio_console_multiport` console: its ports in the order they were added.
@@ -138,6 +159,7 @@ pub fn default_console(
 /// bytes unchanged, a negative fd meaning no input or no output.
 pub fn multiport_console(ports: &[ConsolePort]) -> io::Result<BuiltConsole> {
     let mut raw_modes = Vec::new();
+    let mut signals = Vec::new();
     let mut terminal = None;
     let mut built = Vec::with_capacity(ports.len());
     for port in ports {
@@ -145,9 +167,11 @@ pub fn multiport_console(ports: &[ConsolePort]) -> io::Result<BuiltConsole> {
             ConsolePort::Tty { name, fd } => {
                 raw_modes.push(RawMode::enable(*fd, false)?);
                 if terminal.is_none() {
+                    let (resize_evt, handlers) = terminal::sigwinch_evt()?;
+                    signals.push(handlers);
                     terminal = Some(Terminal {
                         size: Box::new(TtySize::new(*fd)?),
-                        resize_evt: Some(terminal::sigwinch_evt()?),
+                        resize_evt: Some(resize_evt),
                     });
                 }
                 built.push(Port {
@@ -180,7 +204,12 @@ pub fn multiport_console(ports: &[ConsolePort]) -> io::Result<BuiltConsole> {
     if let Some(terminal) = terminal {
         device.set_terminal(terminal);
     }
-    Ok(BuiltConsole { device, raw_modes })
+    Ok(BuiltConsole {
+        device,
+        raw_modes,
+        signals,
+        log_tail: None,
+    })
 }
 
 /// The console described by `console` (an explicit one).

@@ -1,16 +1,21 @@
 //! Virtio-mmio devices: one slot (4 KiB of registers, one IRQ) per device, wired to KVM with
 //! an ioeventfd per queue and an irqfd, and the MMIO bus vCPUs dispatch guest accesses to.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use devices::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
-use devices::virtio::VirtioDevice;
+use devices::virtio::{FaultSink, VirtioDevice};
 use devices::GuestMemory;
 use kvm_ioctls::{IoEventAddress, VmFd};
 
 use crate::cmdline::MmioDeviceArg;
 use crate::config;
+use crate::dax::{DaxError, DaxRegion};
 use crate::layout::{mmio_slot_base, mmio_slot_irq, MMIO_DEVICE_SIZE};
+
+/// DAX windows end below 1 TiB: guest physical addresses past the 40 bits every x86_64
+/// host CPU offers would not be reachable.
+const MAX_DAX_END: u64 = 1 << 40;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
@@ -36,12 +41,31 @@ pub enum DeviceError {
         #[source]
         source: kvm_ioctls::Error,
     },
-    #[error("cannot create the virtio-fs device {tag:?} for {}", config::Shown(&.path.to_string_lossy()))]
+    #[error("cannot create the virtio-fs device {tag:?} for {}", config::Shown(&.path.as_ref().map_or("no host directory".into(), |p| p.to_string_lossy())))]
     Fs {
         tag: String,
+        path: Option<std::path::PathBuf>,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot set up the DAX window of virtio-fs {tag:?}")]
+    Dax {
+        tag: String,
+        #[source]
+        source: DaxError,
+    },
+    #[error("cannot open disk {id:?} ({})", config::Shown(&.path.to_string_lossy()))]
+    Block {
+        id: String,
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("cannot set up virtio-net interface {index}")]
+    Net {
+        index: usize,
+        #[source]
+        source: crate::nics::NicError,
     },
     #[error("cannot open the console's {what}")]
     ConsoleIo {
@@ -105,23 +129,63 @@ fn lock(m: &Mutex<MmioTransport>) -> std::sync::MutexGuard<'_, MmioTransport> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Hands out virtio-mmio slots (a 4 KiB MMIO window and an IRQ) one by one, in the order
+/// devices are added; nothing counts them ahead.
+#[derive(Debug, Default)]
+struct SlotAllocator {
+    next: u32,
+}
+
+impl SlotAllocator {
+    /// The next free slot, or `NoIrq` once the IOAPIC has no pin left.
+    fn allocate(&mut self) -> Result<MmioDeviceArg, DeviceError> {
+        let index = self.next;
+        let irq = mmio_slot_irq(index).ok_or(DeviceError::NoIrq(index))?;
+        self.next += 1;
+        Ok(MmioDeviceArg {
+            base: mmio_slot_base(index),
+            irq,
+        })
+    }
+}
+
 /// Builds the VM's devices: slots are handed out in creation order.
 pub struct DeviceManager<'a> {
     vm: &'a VmFd,
     mem: GuestMemory,
+    slots: SlotAllocator,
     bus: MmioBus,
     cmdline: Vec<MmioDeviceArg>,
     raw_modes: Vec<crate::terminal::RawMode>,
+    signals: Vec<crate::terminal::SignalHandlers>,
+    console_tails: Vec<devices::console::ConsoleTail>,
+    /// The DAX windows made so far, and where the next one goes in guest physical space.
+    dax_regions: Vec<Arc<DaxRegion>>,
+    next_dax_addr: u64,
+    /// Where every device's worker reports a fatal failure (the VM's stop channel).
+    faults: Arc<dyn FaultSink>,
 }
 
 impl<'a> DeviceManager<'a> {
-    pub fn new(vm: &'a VmFd, mem: GuestMemory) -> DeviceManager<'a> {
+    /// `dax_start` is the guest address of the first DAX window (above RAM and MMIO).
+    pub fn new(
+        vm: &'a VmFd,
+        mem: GuestMemory,
+        dax_start: u64,
+        faults: Arc<dyn FaultSink>,
+    ) -> DeviceManager<'a> {
         DeviceManager {
             vm,
+            dax_regions: Vec::new(),
+            next_dax_addr: dax_start,
             mem,
+            faults,
+            slots: SlotAllocator::default(),
             bus: MmioBus::default(),
             cmdline: Vec::new(),
             raw_modes: Vec::new(),
+            signals: Vec::new(),
+            console_tails: Vec::new(),
         }
     }
 
@@ -131,11 +195,10 @@ impl<'a> DeviceManager<'a> {
         kind: &'static str,
         device: Box<dyn VirtioDevice>,
     ) -> Result<(), DeviceError> {
-        let index = self.bus.slots.len() as u32;
-        let irq = mmio_slot_irq(index).ok_or(DeviceError::NoIrq(index))?;
-        let base = mmio_slot_base(index);
+        let MmioDeviceArg { base, irq } = self.slots.allocate()?;
         let transport = MmioTransport::new(device, self.mem.clone())
-            .map_err(|source| DeviceError::Transport { kind, source })?;
+            .map_err(|source| DeviceError::Transport { kind, source })?
+            .with_faults(self.faults.clone());
         for (queue, evt) in transport.queue_notify_evts().iter().enumerate() {
             let addr = IoEventAddress::Mmio(base + QUEUE_NOTIFY_OFFSET);
             self.vm
@@ -168,6 +231,8 @@ impl<'a> DeviceManager<'a> {
                 source,
             })?;
         self.raw_modes.extend(built.raw_modes);
+        self.signals.extend(built.signals);
+        self.console_tails.extend(built.log_tail);
         self.add_virtio_mmio("console", Box::new(built.device))
     }
 
@@ -183,27 +248,96 @@ impl<'a> DeviceManager<'a> {
             }
         })?;
         self.raw_modes.extend(built.raw_modes);
+        self.signals.extend(built.signals);
+        self.console_tails.extend(built.log_tail);
         self.add_virtio_mmio("console", Box::new(built.device))
     }
 
-    /// The terminals the consoles put in raw mode; restored when they are dropped.
-    pub fn take_raw_modes(&mut self) -> Vec<crate::terminal::RawMode> {
-        std::mem::take(&mut self.raw_modes)
+    /// The console carrying `krun_get_shutdown_eventfd`'s requests: one named port whose host
+    /// input is the eventfd (the guest reads each write as the 8-byte counter). Only read
+    /// while the guest has the port open, so an early request waits in the counter.
+    pub fn add_shutdown_port(&mut self, evt: &std::os::fd::OwnedFd) -> Result<(), DeviceError> {
+        let input = evt.try_clone().map_err(|source| DeviceError::ConsoleIo {
+            what: "shutdown eventfd",
+            source,
+        })?;
+        let port = devices::console::Port::named(
+            contract::PORT_SHUTDOWN,
+            Some(Box::new(devices::console::FdInput::new(input))),
+            None,
+        );
+        let device = devices::console::Console::new(vec![port]);
+        self.add_virtio_mmio("console", Box::new(device))
     }
 
-    /// A virtio-fs device serving `share`; `root_files` and `exit_code` are the root share's.
+    /// The terminals the consoles put in raw mode (restored when they are dropped), the
+    /// signal handlers the consoles need while the VM runs (put back when dropped) and the
+    /// last lines of the consoles that log the guest's output.
+    pub fn take_host_terminal(&mut self) -> crate::consoles::HostTerminal {
+        crate::consoles::HostTerminal {
+            raw_modes: std::mem::take(&mut self.raw_modes),
+            signals: std::mem::take(&mut self.signals),
+            console_tails: std::mem::take(&mut self.console_tails),
+        }
+    }
+
+    /// The DAX windows, which must outlive the VM fd (their KVM slots point into them).
+    pub fn take_dax_regions(&mut self) -> Vec<Arc<DaxRegion>> {
+        std::mem::take(&mut self.dax_regions)
+    }
+
+    /// A DAX window of (at least) `len` bytes: reserved, placed after the previous one and
+    /// registered as the next KVM memory slot after guest RAM's.
+    fn add_dax_window(&mut self, tag: &str, len: u64) -> Result<Arc<DaxRegion>, DeviceError> {
+        let dax_error = |source| DeviceError::Dax {
+            tag: tag.to_string(),
+            source,
+        };
+        let len = crate::dax::window_len(len).ok_or(dax_error(DaxError::TooLarge(len)))?;
+        let base = self.next_dax_addr;
+        let end = base
+            .checked_add(len)
+            .filter(|&end| end <= MAX_DAX_END)
+            .ok_or(dax_error(DaxError::TooLarge(len)))?;
+        let region = DaxRegion::new(base, len).map_err(dax_error)?;
+        let ram_slots = vm_memory::GuestMemory::num_regions(&self.mem);
+        let slot = u32::try_from(ram_slots + self.dax_regions.len())
+            .map_err(|_| dax_error(DaxError::TooLarge(len)))?;
+        region.register(self.vm, slot).map_err(dax_error)?;
+        log::debug!("fs({tag}): DAX window of {len:#x} bytes at {base:#x} (slot {slot})");
+        self.next_dax_addr = end;
+        let region = Arc::new(region);
+        self.dax_regions.push(region.clone());
+        Ok(region)
+    }
+
+    /// A virtio-fs device serving `share` (a host directory, or NullFs when it has none) with
+    /// the virtual entries of `entries`, which the caller may keep adding to until the guest
+    /// starts; `exit_code` is the root share's. A share other than the root with a
+    /// `shm_size` gets a DAX window of that size; the root is served without one (see
+    /// `docs/limits.md`).
     pub fn add_fs(
         &mut self,
         share: &config::FsShare,
-        root_files: Vec<devices::fs::VirtualFile>,
+        entries: devices::fs::VirtualEntries,
         exit_code: Option<devices::fs::ExitCode>,
     ) -> Result<(), DeviceError> {
+        let dax: Option<Arc<dyn devices::fs::DaxWindow>> =
+            if share.shm_size != 0 && share.tag != config::ROOT_FS_TAG {
+                Some(self.add_dax_window(&share.tag, share.shm_size)?)
+            } else {
+                None
+            };
         let device = devices::fs::Fs::new(devices::fs::FsConfig {
             tag: share.tag.clone(),
             path: share.path.clone(),
             read_only: share.read_only,
-            root_files,
+            entries,
             exit_code,
+            simplified: share.semantics == config::FsSemantics::LinuxSimplified,
+            layers: share.layers.clone(),
+            custom: share.backend.clone(),
+            dax,
         })
         .map_err(|source| DeviceError::Fs {
             tag: share.tag.clone(),
@@ -211,6 +345,50 @@ impl<'a> DeviceManager<'a> {
             source,
         })?;
         self.add_virtio_mmio("fs", Box::new(device))
+    }
+
+    /// A virtio-blk device for `disk`; the image is opened (and, for qcow2, its header and
+    /// backing chain checked) here, before the guest runs.
+    pub fn add_block(&mut self, disk: &config::Disk) -> Result<(), DeviceError> {
+        use devices::block::{Format, SyncMode};
+        let opts = devices::block::DiskOptions {
+            path: disk.path.clone(),
+            format: match disk.format {
+                config::DiskFormat::Raw => Format::Raw,
+                config::DiskFormat::Qcow2 => Format::Qcow2,
+                config::DiskFormat::Vmdk => Format::Vmdk,
+            },
+            read_only: disk.read_only,
+            direct_io: disk.direct_io,
+        };
+        let backend = devices::block::open_disk(&opts).map_err(|source| DeviceError::Block {
+            id: disk.id.clone(),
+            path: disk.path.clone(),
+            source,
+        })?;
+        log::debug!(
+            "disk {:?}: {} bytes, {:?}, read-only {}, direct {}, sync {:?}",
+            disk.id,
+            backend.size(),
+            disk.format,
+            disk.read_only,
+            disk.direct_io,
+            disk.sync
+        );
+        // vmdk images are served read-only (the backend warned if rw was asked for): the
+        // guest sees a read-only disk rather than failing writes.
+        let read_only = disk.read_only || disk.format == config::DiskFormat::Vmdk;
+        let device = devices::block::Block::new(devices::block::BlockConfig {
+            id: disk.id.clone(),
+            disk: backend,
+            read_only,
+            sync: match disk.sync {
+                config::SyncMode::None => SyncMode::None,
+                config::SyncMode::Relaxed => SyncMode::Relaxed,
+                config::SyncMode::Full => SyncMode::Full,
+            },
+        });
+        self.add_virtio_mmio("block", Box::new(device))
     }
 
     /// The virtio-vsock device: unix-socket bridges, and TSI as `cfg.tsi_features` says.
@@ -225,6 +403,38 @@ impl<'a> DeviceManager<'a> {
         self.add_virtio_mmio("vsock", Box::new(devices::vsock::Vsock::new(cfg)))
     }
 
+    /// The virtio-rng device upstream attaches to every VM: the guest's `/dev/hwrng` reads
+    /// the host's getrandom at the default rate limit.
+    pub fn add_rng(&mut self) -> Result<(), DeviceError> {
+        let device = devices::rng::Rng::new(
+            Box::new(devices::rng::GetRandom),
+            devices::rng::RateLimit::default(),
+        );
+        self.add_virtio_mmio("rng", Box::new(device))
+    }
+
+    /// The virtio-balloon device upstream attaches to every VM: free page reporting gives
+    /// the pages the guest frees back to the host (madvise, crate::free_pages).
+    pub fn add_balloon(&mut self) -> Result<(), DeviceError> {
+        let device = devices::balloon::Balloon::new(Box::new(crate::free_pages::Madvise::new()));
+        self.add_virtio_mmio("balloon", Box::new(device))
+    }
+
+    /// virtio-net interface number `index` (eth`index`): its backend connected or opened.
+    pub fn add_net(&mut self, index: usize, nic: &config::Net) -> Result<(), DeviceError> {
+        let cfg =
+            crate::nics::build(index, nic).map_err(|source| DeviceError::Net { index, source })?;
+        log::debug!(
+            "{}: {:?}, MAC {:02x?}, features {:#x}, flags {:#x}",
+            cfg.id,
+            nic.backend,
+            nic.mac,
+            nic.features,
+            nic.flags
+        );
+        self.add_virtio_mmio("net", Box::new(devices::net::Net::new(cfg)))
+    }
+
     /// The `virtio_mmio.device=` entries, in slot order.
     pub fn cmdline_args(&self) -> &[MmioDeviceArg] {
         &self.cmdline
@@ -233,5 +443,30 @@ impl<'a> DeviceManager<'a> {
     /// Hands the finished bus to the vCPUs.
     pub fn into_bus(self) -> MmioBus {
         self.bus
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_allocator_hands_out_windows_and_irqs_in_order_until_pins_run_out() {
+        let mut slots = SlotAllocator::default();
+
+        let handed: Vec<_> = std::iter::from_fn(|| slots.allocate().ok()).collect();
+        let after = slots.allocate();
+
+        let pins = (0..).map_while(mmio_slot_irq).count();
+        assert_eq!(handed.len(), pins);
+        for (i, slot) in handed.iter().enumerate() {
+            let i = i as u32;
+            assert_eq!(
+                (slot.base, Some(slot.irq)),
+                (mmio_slot_base(i), mmio_slot_irq(i))
+            );
+        }
+        assert_eq!(handed[1].base - handed[0].base, MMIO_DEVICE_SIZE);
+        assert!(matches!(after, Err(DeviceError::NoIrq(n)) if n as usize == pins));
     }
 }

@@ -35,6 +35,101 @@ pub struct KernelImage<'a> {
     pub entry_addr: u64,
 }
 
+impl KernelImage<'_> {
+    /// Lets the host drop its resident copy of `part`, a piece of `bytes` already copied
+    /// into guest memory: without it the ~20 MiB image counts twice in the VMM's RSS (the
+    /// library's pages and the guest's copy). Only whole pages inside `part` go; a later read
+    /// faults them back in from the library file, unchanged.
+    pub fn release(&self, part: &[u8]) {
+        let page = page_size();
+        let start = part.as_ptr() as usize;
+        let first = start.div_ceil(page) * page;
+        let last = (start + part.len()) / page * page;
+        let inside = self.bytes.as_ptr() as usize <= start
+            && start + part.len() <= self.bytes.as_ptr() as usize + self.bytes.len();
+        if !inside || last <= first {
+            return;
+        }
+        // SAFETY: [first, last) is whole pages inside the kernel bytes, which live in a
+        // private mapping of libkrunfw's file that the host never writes: dropping the pages
+        // loses nothing (they are read back from the file), and no Rust reference sees the
+        // memory change.
+        let rc = unsafe {
+            libc::madvise(
+                first as *mut libc::c_void,
+                last - first,
+                libc::MADV_DONTNEED,
+            )
+        };
+        if rc != 0 {
+            log::debug!(
+                "madvise(DONTNEED) of libkrunfw's kernel pages: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+impl KernelImage<'_> {
+    /// The file the image's bytes are mapped from and their offset in it, when the library's
+    /// mapping can be found in `/proc/self/maps` and the file there is still the one mapped
+    /// (same device and inode). Lets guest RAM map the image instead of copying it.
+    pub fn backing_file(&self) -> Option<(std::fs::File, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+        let start = self.bytes.as_ptr() as u64;
+        let end = start + self.bytes.len() as u64;
+        for line in maps.lines() {
+            let mut fields = line.split_whitespace();
+            let (Some(range), Some(_perms), Some(offset), Some(dev), Some(inode)) = (
+                fields.next(),
+                fields.next(),
+                fields.next(),
+                fields.next(),
+                fields.next(),
+            ) else {
+                continue;
+            };
+            let Some((lo, hi)) = range.split_once('-') else {
+                continue;
+            };
+            let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16))
+            else {
+                continue;
+            };
+            if !(lo <= start && end <= hi) {
+                continue;
+            }
+            let path: String = fields.collect::<Vec<_>>().join(" ");
+            let offset = u64::from_str_radix(offset, 16).ok()?;
+            let inode: u64 = inode.parse().ok()?;
+            let (major, minor) = dev.split_once(':')?;
+            let (major, minor) = (
+                u64::from_str_radix(major, 16).ok()?,
+                u64::from_str_radix(minor, 16).ok()?,
+            );
+            let file = std::fs::File::open(&path).ok()?;
+            let meta = file.metadata().ok()?;
+            let same_dev =
+                libc::major(meta.dev()) as u64 == major && libc::minor(meta.dev()) as u64 == minor;
+            if meta.ino() != inode || !same_dev {
+                log::debug!(
+                    "libkrunfw's file {path} changed since it was mapped; copying the kernel"
+                );
+                return None;
+            }
+            return Some((file, offset + (start - lo)));
+        }
+        None
+    }
+}
+
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf has no memory effects.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096).max(1)
+}
+
 /// An open libkrunfw. The library stays loaded while this value lives.
 pub struct Krunfw {
     // Keeps the kernel bytes mapped; unloaded on drop.

@@ -3,20 +3,27 @@
 //! This is the safe Rust API behind libkrun.so.1. Nothing here exits the process:
 //! [`Vm::run`] joins every thread, closes every fd and returns the guest's exit status.
 
+mod block_root;
 pub mod boot;
 pub mod cmdline;
 pub mod config;
 mod consoles;
+mod dax;
 mod device_manager;
 mod exits;
+mod free_pages;
 pub mod host;
+pub mod kernel;
 pub mod krunfw;
 pub mod layout;
 mod memory;
+mod nics;
 mod pio;
 pub mod process;
 mod serial;
 mod settings;
+pub mod stop;
+mod tap;
 pub mod terminal;
 mod vcpu;
 pub mod vm;
@@ -24,7 +31,11 @@ pub mod vsock_plan;
 pub mod workload;
 
 pub use config::VmConfig;
+pub use dax::DaxError;
 pub use device_manager::DeviceError;
+/// Why a virtual entry of a virtio-fs share was refused (in [`VmError::VirtualEntry`]).
+pub use devices::fs::VirtualEntryError;
 pub use memory::MemoryError;
+pub use stop::StopHandle;
 pub use vcpu::{InternalError, VcpuError};
-pub use vm::{Vm, VmError};
+pub use vm::{GuestEndReport, RunEnd, Vm, VmError};

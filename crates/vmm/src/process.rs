@@ -1,5 +1,13 @@
 //! Process-wide settings the VMM changes for the VM's sake: the open-file limit and, with
-//! `krun_setuid`/`krun_setgid`, the process's ids.
+//! `krun_setuid`/`krun_setgid`, the process's ids; and the caller's fds the VMM keeps.
+
+/// A descriptor of our own for the caller's `fd` (stdio, a console or serial fd), so the
+/// caller may close theirs; an invalid fd fails with EBADF.
+pub fn dup_fd(fd: std::os::fd::RawFd) -> std::io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: borrowed only for the dup call; an invalid fd makes dup fail with EBADF.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    Ok(nix::unistd::dup(borrowed)?)
+}
 
 /// Why the process ids could not be changed.
 #[derive(Debug, thiserror::Error)]

@@ -97,11 +97,6 @@ impl Write for FdWriter {
     }
 }
 
-fn dup(fd: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: borrowed only for the dup call; an invalid fd fails with EBADF.
-    Ok(nix::unistd::dup(unsafe { BorrowedFd::borrow_raw(fd) })?)
-}
-
 /// The UART and its input thread.
 pub struct SerialDevice {
     uart: Arc<Mutex<Uart>>,
@@ -119,14 +114,14 @@ impl SerialDevice {
     pub fn with_fds(input_fd: RawFd, output_fd: RawFd) -> io::Result<SerialDevice> {
         let out: Box<dyn Write + Send> = if output_fd >= 0 {
             Box::new(FdWriter {
-                file: dup(output_fd)?.into(),
+                file: crate::process::dup_fd(output_fd)?.into(),
                 failed: false,
             })
         } else {
             Box::new(io::sink())
         };
         let input = if input_fd >= 0 {
-            Some(dup(input_fd)?)
+            Some(crate::process::dup_fd(input_fd)?)
         } else {
             None
         };

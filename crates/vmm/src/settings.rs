@@ -4,7 +4,7 @@
 //! [`account`] destructures `VmConfig` without `..`: adding a field breaks the build here
 //! until it is given a consumer below (or is refused or logged as ignored). Keep it that way.
 
-use crate::config::{VmConfig, ROOT_SHM_SIZE};
+use crate::config::{VmConfig, ROOT_FS_TAG, ROOT_SHM_SIZE};
 use crate::vm::VmError;
 
 /// Checks a config before `Vm::new` builds anything: Err names the first setting this VMM
@@ -18,20 +18,21 @@ pub(crate) fn account(config: &VmConfig) -> Result<(), VmError> {
         ram_mib: _,
         // Used by Vm::new: virtio-fs devices (the root and extra shares).
         fs_shares,
-        // Refused: no virtio-blk yet.
-        disks,
-        root_disk_remount,
+        // Used by Vm::new: virtio-blk devices, and the disk root (crate::block_root).
+        disks: _,
+        root_disk_remount: _,
         // Used by Vm::new: the command line or /.krun_exec.json.
         exec: _,
-        // Refused: no virtio-net yet.
-        nets,
-        legacy_net_mac,
+        // Used by Vm::new: the virtio-net devices and init's KRUN_NET word.
+        nets: _,
+        // Used by the config setters: already applied to the legacy interface.
+        legacy_net_mac: _,
         // Used by vsock_plan::plan.
         vsock,
         // Used by DeviceManager::add_console and the command line.
         console: _,
-        // Refused: only libkrunfw's kernel boots.
-        kernel,
+        // Used by Vm::new: kernel::load instead of libkrunfw's image.
+        kernel: _,
         // Used by Vm::new: the kernel image.
         krunfw: _,
         // Used by crates/krun (it sets init_binary accordingly) and by Vm::new.
@@ -42,45 +43,29 @@ pub(crate) fn account(config: &VmConfig) -> Result<(), VmError> {
         vmm_gid: _,
         // The guest CPUID's VMX/SVM bits (issue 10 item 0, the machine branch).
         nested_virt: _,
+        // Used by Vm::new: boot::smbios (checked here).
+        smbios_oem_strings,
         // Ignored, logged below.
         split_irqchip,
-        smbios_oem_strings,
-        // Refused: no virtual overlay entries or overlayfs root yet.
-        fs_overlays,
-        root_layers,
+        // Used by Vm::new: the virtual entries of each share.
+        fs_overlays: _,
+        // Used by Vm::new through the root share they are copied into (`FsShare::layers`).
+        root_layers: _,
+        // Used by Vm::new: the krun-shutdown console port.
+        shutdown_eventfd: _,
     } = config;
-
-    let refused = [
-        (!disks.is_empty(), "virtio-blk disks"),
-        (root_disk_remount.is_some(), "a block-device root"),
-        (!nets.is_empty(), "virtio-net interfaces"),
-        (
-            legacy_net_mac.is_some(),
-            "the MAC of a virtio-net interface",
-        ),
-        (kernel.is_some(), "booting a kernel from a file"),
-        (
-            !fs_overlays.is_empty(),
-            "virtual overlay files and directories",
-        ),
-        (root_layers.is_some(), "an overlayfs root"),
-    ];
-    if let Some((_, what)) = refused.iter().find(|(set, _)| *set) {
-        return Err(VmError::Unsupported(what));
-    }
 
     if *split_irqchip {
         log::info!("ignored: split irqchip (the IOAPIC and PIC stay in KVM)");
     }
-    if !smbios_oem_strings.is_empty() {
-        log::info!("ignored: SMBIOS OEM strings (this VMM writes no SMBIOS tables)");
-    }
+    crate::boot::smbios::check_oem_strings(smbios_oem_strings)
+        .map_err(|e| VmError::Boot(crate::boot::BootError::Smbios(e)))?;
     for share in fs_shares
         .iter()
-        .filter(|s| s.shm_size != 0 && s.shm_size != ROOT_SHM_SIZE)
+        .filter(|s| s.tag == ROOT_FS_TAG && s.shm_size != 0 && s.shm_size != ROOT_SHM_SIZE)
     {
         log::info!(
-            "ignored: DAX window of {} bytes for virtio-fs {:?} (no DAX)",
+            "ignored: DAX window of {} bytes for virtio-fs {:?} (the root has no DAX window)",
             share.shm_size,
             share.tag
         );
@@ -102,7 +87,7 @@ mod tests {
     }
 
     #[test]
-    fn account_net_refused_enotsup() {
+    fn account_net_accepted() {
         let mut c = VmConfig::default();
         c.nets.push(Net {
             backend: NetBackend::Passt { fd: 3 },
@@ -110,12 +95,12 @@ mod tests {
             features: 0,
             flags: 0,
         });
-        let err = account(&c).unwrap_err();
-        assert!(matches!(err, VmError::Unsupported("virtio-net interfaces")));
+        c.legacy_net_mac = Some([2, 0, 0, 0, 0, 1]);
+        assert!(account(&c).is_ok());
     }
 
     #[test]
-    fn account_kernel_file_refused_enotsup() {
+    fn account_kernel_file_accepted() {
         let c = VmConfig {
             kernel: Some(KernelFile {
                 path: "/k".into(),
@@ -125,7 +110,7 @@ mod tests {
             }),
             ..VmConfig::default()
         };
-        assert!(matches!(account(&c).unwrap_err(), VmError::Unsupported(_)));
+        assert!(account(&c).is_ok());
     }
 
     #[test]
@@ -136,5 +121,14 @@ mod tests {
             ..VmConfig::default()
         };
         assert!(account(&c).is_ok());
+    }
+
+    #[test]
+    fn account_empty_smbios_oem_string_refused() {
+        let c = VmConfig {
+            smbios_oem_strings: vec!["a".into(), String::new()],
+            ..VmConfig::default()
+        };
+        assert!(matches!(account(&c), Err(VmError::Boot(_))));
     }
 }

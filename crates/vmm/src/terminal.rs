@@ -3,9 +3,10 @@
 //! and SIGWINCH, and SIGINT forwarded as ^C when stdin is not a terminal.
 
 use std::io;
+use std::os::fd::FromRawFd;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Mutex, Once};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -40,6 +41,8 @@ pub struct RawMode {
     slot: Option<usize>,
     fd: OwnedFd,
     saved: libc::termios,
+    /// Dropped after the mode is restored (fields drop after `Drop::drop`).
+    _handlers: SignalHandlers,
 }
 
 fn tcgetattr(fd: RawFd) -> io::Result<libc::termios> {
@@ -64,10 +67,7 @@ impl RawMode {
     /// Saves `fd`'s mode and makes it raw. `keep_signals`: ^C still raises SIGINT on the
     /// host (upstream does so when the VMM forwards SIGINT itself).
     pub fn enable(fd: RawFd, keep_signals: bool) -> io::Result<RawMode> {
-        let dup = nix::unistd::dup(
-            // SAFETY: borrowed only for the dup call; an invalid fd fails with EBADF.
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-        )?;
+        let dup = crate::process::dup_fd(fd)?;
         let saved = tcgetattr(dup.as_raw_fd())?;
         let mut raw = saved;
         // SAFETY: `raw` is a valid termios.
@@ -76,13 +76,15 @@ impl RawMode {
             raw.c_lflag |= libc::ISIG;
         }
         let slot = publish(dup.as_raw_fd(), &saved);
-        install_restore_handlers();
-        tcsetattr(dup.as_raw_fd(), &raw)?;
-        Ok(RawMode {
+        let handlers = SignalHandlers::acquire(false);
+        let mut mode = RawMode {
             slot,
             fd: dup,
             saved,
-        })
+            _handlers: handlers,
+        };
+        tcsetattr(mode.fd.as_raw_fd(), &raw).inspect_err(|_| mode.slot_release())?;
+        Ok(mode)
     }
 
     /// Puts the saved mode back; idempotent.
@@ -90,6 +92,10 @@ impl RawMode {
         if let Err(e) = tcsetattr(self.fd.as_raw_fd(), &self.saved) {
             log::warn!("cannot restore the terminal mode: {e}");
         }
+        self.slot_release();
+    }
+
+    fn slot_release(&mut self) {
         if let Some(slot) = self.slot.take() {
             let _guard = SLOT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
             SLOTS[slot].used.store(false, Ordering::SeqCst);
@@ -129,24 +135,27 @@ fn restore_published() {
     }
 }
 
-/// The eventfd SIGINT is forwarded to (-1: not forwarding).
+/// The process's SIGINT and SIGWINCH eventfds (-1: not created yet). Each is created once
+/// and kept for the life of the process: a handler may fire at any moment, and an fd it
+/// writes must never be closed and reused under it. Every user gets its own clone.
 static SIGINT_EVT: AtomicI32 = AtomicI32::new(-1);
-/// The eventfd SIGWINCH is forwarded to (-1: none).
 static SIGWINCH_EVT: AtomicI32 = AtomicI32::new(-1);
+/// Live `SignalHandlers` that forward SIGINT to the guest instead of ending the VMM.
+static SIGINT_FORWARDERS: AtomicUsize = AtomicUsize::new(0);
 
 fn signal_eventfd(fd: i32) {
+    if fd < 0 {
+        return;
+    }
     let one: u64 = 1;
     // SAFETY: writes 8 bytes from a valid u64 to an eventfd; write is async-signal-safe.
     unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
 }
 
 extern "C" fn on_terminating_signal(signum: libc::c_int) {
-    if signum == libc::SIGINT {
-        let fd = SIGINT_EVT.load(Ordering::SeqCst);
-        if fd >= 0 {
-            signal_eventfd(fd);
-            return;
-        }
+    if signum == libc::SIGINT && SIGINT_FORWARDERS.load(Ordering::SeqCst) > 0 {
+        signal_eventfd(SIGINT_EVT.load(Ordering::SeqCst));
+        return;
     }
     restore_published();
     // SAFETY: back to the default action, then the same signal ends the process as it
@@ -158,61 +167,142 @@ extern "C" fn on_terminating_signal(signum: libc::c_int) {
 }
 
 extern "C" fn on_sigwinch(_signum: libc::c_int) {
-    let fd = SIGWINCH_EVT.load(Ordering::SeqCst);
-    if fd >= 0 {
-        signal_eventfd(fd);
-    }
+    signal_eventfd(SIGWINCH_EVT.load(Ordering::SeqCst));
 }
 
-fn install_handler(signum: libc::c_int, handler: extern "C" fn(libc::c_int)) {
+/// Installs `handler` for `signum` and returns the disposition it replaced.
+fn install_handler(
+    signum: libc::c_int,
+    handler: extern "C" fn(libc::c_int),
+) -> Option<libc::sigaction> {
     // SAFETY: a zeroed sigaction with a handler and an empty mask is valid; the handlers
-    // only touch atomics and call async-signal-safe functions.
+    // only touch atomics and call async-signal-safe functions. `old` is written by the call.
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = handler as usize;
         action.sa_flags = libc::SA_RESTART;
         libc::sigemptyset(&mut action.sa_mask);
-        if libc::sigaction(signum, &action, std::ptr::null_mut()) != 0 {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(signum, &action, &mut old) != 0 {
             log::warn!(
                 "cannot install the handler of signal {signum}: {}",
                 io::Error::last_os_error()
             );
+            return None;
+        }
+        Some(old)
+    }
+}
+
+fn restore_handler(signum: libc::c_int, old: &libc::sigaction) {
+    // SAFETY: `old` is a disposition sigaction returned for this signal.
+    if unsafe { libc::sigaction(signum, old, std::ptr::null_mut()) } != 0 {
+        log::warn!(
+            "cannot restore the handler of signal {signum}: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+/// The dispositions our handlers replaced, while at least one `SignalHandlers` lives.
+struct Installed {
+    users: usize,
+    previous: Vec<(libc::c_int, libc::sigaction)>,
+}
+
+// SAFETY: sigaction is plain data (a handler address, flags and a mask); it is only moved
+// between threads under the mutex.
+unsafe impl Send for Installed {}
+
+static INSTALLED: Mutex<Installed> = Mutex::new(Installed {
+    users: 0,
+    previous: Vec::new(),
+});
+
+/// The VMM's signal handlers: SIGTERM, SIGINT and SIGHUP restore the raw terminals and end
+/// the process as the signal would have; SIGINT goes to the guest instead while a console
+/// forwards it; SIGWINCH tells the consoles the terminal was resized. They are installed
+/// while at least one guard lives, and the last guard's drop puts back what the process had
+/// before, so a program that ran a VM gets its own handlers back.
+pub struct SignalHandlers {
+    forwards_sigint: bool,
+}
+
+impl SignalHandlers {
+    fn acquire(forwards_sigint: bool) -> SignalHandlers {
+        let mut installed = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
+        if installed.users == 0 {
+            for signum in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+                if let Some(old) = install_handler(signum, on_terminating_signal) {
+                    installed.previous.push((signum, old));
+                }
+            }
+            if let Some(old) = install_handler(libc::SIGWINCH, on_sigwinch) {
+                installed.previous.push((libc::SIGWINCH, old));
+            }
+        }
+        installed.users += 1;
+        if forwards_sigint {
+            SIGINT_FORWARDERS.fetch_add(1, Ordering::SeqCst);
+        }
+        SignalHandlers { forwards_sigint }
+    }
+}
+
+impl Drop for SignalHandlers {
+    fn drop(&mut self) {
+        let mut installed = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
+        if self.forwards_sigint {
+            SIGINT_FORWARDERS.fetch_sub(1, Ordering::SeqCst);
+        }
+        installed.users -= 1;
+        if installed.users == 0 {
+            for (signum, old) in std::mem::take(&mut installed.previous) {
+                restore_handler(signum, &old);
+            }
         }
     }
 }
 
-static RESTORE_HANDLERS: Once = Once::new();
-
-fn install_restore_handlers() {
-    RESTORE_HANDLERS.call_once(|| {
-        for signum in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            install_handler(signum, on_terminating_signal);
-        }
-    });
-}
-
-/// From now on SIGINT to the VMM is a ^C for the guest: the returned eventfd is signalled
-/// once per SIGINT (upstream's forwarding when stdin is not a terminal).
-pub fn forward_sigint() -> io::Result<EventFd> {
-    let evt = EventFd::new(EFD_NONBLOCK)?;
-    let ours = evt.try_clone()?;
-    // The clone stays open for the process's life: the handler may write it at any time.
-    SIGINT_EVT.store(ours.as_raw_fd(), Ordering::SeqCst);
-    std::mem::forget(ours);
-    install_restore_handlers();
-    Ok(evt)
-}
-
-/// An eventfd signalled on every SIGWINCH.
-pub fn sigwinch_evt() -> io::Result<EventFd> {
-    let evt = EventFd::new(EFD_NONBLOCK)?;
-    let ours = evt.try_clone()?;
-    let old = SIGWINCH_EVT.swap(ours.as_raw_fd(), Ordering::SeqCst);
-    std::mem::forget(ours);
-    if old < 0 {
-        install_handler(libc::SIGWINCH, on_sigwinch);
+/// A clone of the process-wide eventfd kept in `slot`, created on first use. `drain`:
+/// counts left from signals before this user are discarded.
+fn process_eventfd(slot: &AtomicI32, drain: bool) -> io::Result<EventFd> {
+    static CREATE: Mutex<()> = Mutex::new(());
+    let _guard = CREATE.lock().unwrap_or_else(|p| p.into_inner());
+    let mut fd = slot.load(Ordering::SeqCst);
+    if fd < 0 {
+        let evt = EventFd::new(EFD_NONBLOCK)?;
+        fd = evt.as_raw_fd();
+        // Kept open for the process's life (see SIGINT_EVT).
+        std::mem::forget(evt);
+        slot.store(fd, Ordering::SeqCst);
+    }
+    let dup = nix::fcntl::fcntl(
+        // SAFETY: the process eventfd is never closed; borrowed only for the dup.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+        nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(0),
+    )?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+    let evt = unsafe { EventFd::from_raw_fd(dup) };
+    if drain {
+        let _ = evt.read();
     }
     Ok(evt)
+}
+
+/// From now on, while the returned guard lives, SIGINT to the VMM is a ^C for the guest:
+/// the eventfd is signalled once per SIGINT (upstream's forwarding when stdin is not a
+/// terminal). Dropping the guard gives SIGINT back to the process.
+pub fn forward_sigint() -> io::Result<(EventFd, SignalHandlers)> {
+    let first = SIGINT_FORWARDERS.load(Ordering::SeqCst) == 0;
+    let evt = process_eventfd(&SIGINT_EVT, first)?;
+    Ok((evt, SignalHandlers::acquire(true)))
+}
+
+/// An eventfd signalled on every SIGWINCH while the returned guard lives.
+pub fn sigwinch_evt() -> io::Result<(EventFd, SignalHandlers)> {
+    let evt = process_eventfd(&SIGWINCH_EVT, false)?;
+    Ok((evt, SignalHandlers::acquire(false)))
 }
 
 /// The window size of a terminal fd.
@@ -222,10 +312,7 @@ pub struct TtySize {
 
 impl TtySize {
     pub fn new(fd: RawFd) -> io::Result<TtySize> {
-        let fd = nix::unistd::dup(
-            // SAFETY: borrowed only for the dup call.
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-        )?;
+        let fd = crate::process::dup_fd(fd)?;
         Ok(TtySize { fd })
     }
 }
@@ -244,4 +331,78 @@ impl devices::console::WindowSize for TtySize {
 pub fn is_tty(fd: RawFd) -> bool {
     // SAFETY: isatty only inspects the fd number; an invalid fd yields 0.
     fd >= 0 && unsafe { libc::isatty(fd) } == 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Signal dispositions are process-wide: the tests that change them run one at a time.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    fn handler_of(signum: libc::c_int) -> usize {
+        // SAFETY: a null new action only reads the current one into `old`.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            assert_eq!(libc::sigaction(signum, std::ptr::null(), &mut old), 0);
+            old.sa_sigaction
+        }
+    }
+
+    extern "C" fn callers_handler(_signum: libc::c_int) {}
+
+    #[test]
+    fn the_callers_handlers_come_back_when_the_last_guard_drops() {
+        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = install_handler(libc::SIGHUP, callers_handler).unwrap();
+        let (evt, forwarding) = forward_sigint().unwrap();
+        let (_winch, resize) = sigwinch_evt().unwrap();
+        assert_eq!(
+            handler_of(libc::SIGINT),
+            on_terminating_signal as *const () as usize
+        );
+        assert_eq!(
+            handler_of(libc::SIGHUP),
+            on_terminating_signal as *const () as usize
+        );
+        assert_eq!(
+            handler_of(libc::SIGWINCH),
+            on_sigwinch as *const () as usize
+        );
+
+        // SAFETY: raising SIGINT runs the forwarding handler installed above, which only
+        // writes the eventfd while a forwarder lives.
+        assert_eq!(unsafe { libc::raise(libc::SIGINT) }, 0);
+        assert_eq!(evt.read().unwrap(), 1);
+
+        drop(forwarding);
+        assert_eq!(
+            handler_of(libc::SIGINT),
+            on_terminating_signal as *const () as usize
+        );
+        drop(resize);
+        assert_eq!(
+            handler_of(libc::SIGHUP),
+            callers_handler as *const () as usize
+        );
+        assert_eq!(handler_of(libc::SIGINT), libc::SIG_DFL);
+        assert_eq!(handler_of(libc::SIGWINCH), libc::SIG_DFL);
+        restore_handler(libc::SIGHUP, &previous);
+    }
+
+    #[test]
+    fn a_later_forwarder_does_not_see_an_earlier_sigint() {
+        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let (first, guard) = forward_sigint().unwrap();
+        // SAFETY: as above, the forwarding handler only writes the eventfd.
+        assert_eq!(unsafe { libc::raise(libc::SIGINT) }, 0);
+        drop(first);
+        drop(guard);
+        let (second, _guard) = forward_sigint().unwrap();
+        assert_eq!(
+            second.read().unwrap_err().kind(),
+            io::ErrorKind::WouldBlock,
+            "the count of the earlier SIGINT was drained"
+        );
+    }
 }

@@ -240,10 +240,61 @@ fn run_loop(fd: &mut VcpuFd, id: u8, shared: &Shared) -> VcpuEnd {
             Some(VcpuEnd::Failed(VcpuError::InternalError(_))) => {
                 return VcpuEnd::Failed(VcpuError::InternalError(internal_error(fd)))
             }
+            Some(VcpuEnd::TripleFault) => {
+                log::error!("vcpu{id}: the guest triple-faulted: {}", fault_state(fd));
+                return VcpuEnd::TripleFault;
+            }
             Some(end) => return end,
             None => {}
         }
     }
+}
+
+/// The registers that tell where and why a guest triple-faulted (the guest prints nothing
+/// then): where it ran, its stack, page tables and descriptor tables, and the event KVM
+/// was delivering.
+fn fault_state(fd: &VcpuFd) -> String {
+    let mut out = String::new();
+    match fd.get_regs() {
+        Ok(r) => out.push_str(&format!(
+            "rip {:#x} rsp {:#x} rflags {:#x} rax {:#x} rdi {:#x}",
+            r.rip, r.rsp, r.rflags, r.rax, r.rdi
+        )),
+        Err(e) => out.push_str(&format!("regs unreadable ({e})")),
+    }
+    match fd.get_sregs() {
+        Ok(s) => out.push_str(&format!(
+            "; cr0 {:#x} cr2 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x} cs {:#x} ss {:#x} \
+             idt {:#x}/{:#x} gdt {:#x}/{:#x} tr {:#x}@{:#x}",
+            s.cr0,
+            s.cr2,
+            s.cr3,
+            s.cr4,
+            s.efer,
+            s.cs.selector,
+            s.ss.selector,
+            s.idt.base,
+            s.idt.limit,
+            s.gdt.base,
+            s.gdt.limit,
+            s.tr.selector,
+            s.tr.base
+        )),
+        Err(e) => out.push_str(&format!("; sregs unreadable ({e})")),
+    }
+    if let Ok(ev) = fd.get_vcpu_events() {
+        out.push_str(&format!(
+            "; exception injected {} pending {} nr {} error {:#x}; interrupt injected {} nr {}; nmi {}",
+            ev.exception.injected,
+            ev.exception.pending,
+            ev.exception.nr,
+            ev.exception.error_code,
+            ev.interrupt.injected,
+            ev.interrupt.nr,
+            ev.nmi.injected
+        ));
+    }
+    out
 }
 
 /// Handles one `KVM_RUN` result; Some ends this vCPU.
@@ -280,7 +331,6 @@ fn handle_exit(
         VcpuExit::MmioRead(addr, data) => shared.mmio.read(addr, data),
         VcpuExit::MmioWrite(addr, data) => shared.mmio.write(addr, data),
         VcpuExit::Shutdown => {
-            log::debug!("vcpu{id}: triple fault");
             return Some(VcpuEnd::TripleFault);
         }
         VcpuExit::Hlt => {

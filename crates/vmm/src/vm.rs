@@ -22,13 +22,12 @@ use crate::cmdline::{self, CmdlineError, CmdlineParams, MmioDeviceArg};
 use crate::config::VmConfig;
 use crate::device_manager::{DeviceError, DeviceManager};
 use crate::krunfw::{Krunfw, KrunfwError};
-use crate::layout::{
-    mmio_slot_base, mmio_slot_irq, CMDLINE_START, KVM_IDENTITY_MAP_ADDRESS, KVM_TSS_ADDRESS,
-};
+use crate::layout::{CMDLINE_START, KVM_IDENTITY_MAP_ADDRESS, KVM_TSS_ADDRESS};
 use crate::memory::{self, MemoryError};
 use crate::pio::PortIoBus;
 use crate::process::{self, IdError};
 use crate::serial::{SerialDevice, COM1_IRQ};
+use crate::stop::{RunEvent, StopHandle};
 use crate::vcpu::{self, BootSetup, Shared, VcpuEnd, VcpuError};
 use crate::vsock_plan::{self, VsockPlanError};
 use contract::EXEC_FILE_NAME;
@@ -48,10 +47,10 @@ pub const NO_EXIT_CODE_STATUS: i32 = 1;
 pub enum VmError {
     #[error("a VM needs 1 to {max} vCPUs, got {got}")]
     VcpuCount { got: u8, max: usize },
-    #[error("{0} is not supported by this VMM yet")]
-    Unsupported(&'static str),
     #[error("cannot load the guest kernel")]
     Krunfw(#[source] KrunfwError),
+    #[error("cannot boot the kernel given by krun_set_kernel")]
+    Kernel(#[source] crate::kernel::KernelError),
     #[error("cannot open /dev/kvm")]
     KvmOpen(#[source] kvm_ioctls::Error),
     #[error("cannot create the KVM VM")]
@@ -68,6 +67,8 @@ pub enum VmError {
     Memory(#[source] MemoryError),
     #[error("cannot set up a device")]
     Device(#[source] DeviceError),
+    #[error("invalid virtual entry for a virtio-fs share")]
+    VirtualEntry(#[source] devices::fs::VirtualEntryError),
     #[error("cannot build the kernel command line")]
     Cmdline(#[source] CmdlineError),
     #[error("cannot write the kernel command line into guest memory")]
@@ -110,6 +111,10 @@ pub enum VmError {
         #[source]
         source: VcpuError,
     },
+    /// A device's worker failed for good while the VM ran (it panicked); the VM was
+    /// stopped and every thread joined.
+    #[error("device {device} failed: {reason}")]
+    DeviceFailed { device: String, reason: String },
 }
 
 /// A built microVM, ready to run.
@@ -119,6 +124,8 @@ pub struct Vm {
     shared: Arc<Shared>,
     /// Closed after the vCPUs and devices (fields drop in order), before the RAM it maps.
     _vm_fd: VmFd,
+    /// The DAX windows the VM fd's memory slots point into: unmapped after it is closed.
+    _dax: Vec<Arc<crate::dax::DaxRegion>>,
     _kvm: Kvm,
     _mem: devices::GuestMemory,
     _krunfw: Option<Arc<Krunfw>>,
@@ -130,14 +137,40 @@ pub struct Vm {
     /// Host terminals the consoles put in raw mode: restored when the VM ends (or when a
     /// `Vm` that never ran is dropped).
     raw_modes: Vec<crate::terminal::RawMode>,
+    /// The consoles' signal handlers (SIGINT forwarding, SIGWINCH): the process's own come
+    /// back when the VM ends.
+    signals: Vec<crate::terminal::SignalHandlers>,
+    /// The last lines of guest console output that went to the log, shown when the guest
+    /// ends without reporting a status.
+    console_tails: Vec<devices::console::ConsoleTail>,
+    /// Stop requests from other threads ([`Vm::stop_handle`]).
+    stop: StopHandle,
+}
+
+/// How a run ended ([`Vm::run_to_end`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunEnd {
+    /// The status the guest init reported through the root share, if it did.
+    pub reported: Option<i32>,
+    /// A [`StopHandle`] ended the run (before the guest reported a status, or not).
+    pub stop_requested: bool,
+}
+
+impl RunEnd {
+    /// The status `krun_start_enter` exits with: the reported one, else
+    /// [`NO_EXIT_CODE_STATUS`].
+    pub fn status(&self) -> i32 {
+        self.reported.unwrap_or(NO_EXIT_CODE_STATUS)
+    }
 }
 
 /// How the workload reaches init: command line words, or (when the kernel cannot carry it
-/// unchanged, or it would not fit) the virtual `/.krun_exec.json`. `slots` is the number of
-/// virtio-mmio devices the VM will have; their command line entries count against the limit.
+/// unchanged, or it would not fit next to the devices' `mmio` entries) the virtual
+/// `/.krun_exec.json`. Decided once every device exists, so the command line it is tried
+/// against is the real one.
 fn plan_workload(
     config: &VmConfig,
-    slots: u32,
+    mmio: &[MmioDeviceArg],
     flags: &[&str],
     extra: Option<&str>,
 ) -> (Option<CmdlineWorkload>, Option<Vec<u8>>) {
@@ -151,19 +184,12 @@ fn plan_workload(
             return (None, Some(json));
         }
     };
-    let mmio: Vec<MmioDeviceArg> = (0..slots)
-        .filter_map(|i| {
-            Some(MmioDeviceArg {
-                base: mmio_slot_base(i),
-                irq: mmio_slot_irq(i)?,
-            })
-        })
-        .collect();
     let trial = cmdline::build(&CmdlineParams {
         console: config.console.kernel_console.as_deref(),
+        base: kernel_cmdline(config),
         extra,
         flags,
-        mmio_devices: &mmio,
+        mmio_devices: mmio,
         workload: Some(&words),
     });
     match trial {
@@ -174,6 +200,41 @@ fn plan_workload(
             (None, Some(workload::exec_json(&config.exec, &env)))
         }
     }
+}
+
+/// `krun_set_kernel`'s command line, which replaces the base options (None: ours).
+fn kernel_cmdline(config: &VmConfig) -> Option<&str> {
+    config.kernel.as_ref().and_then(|k| k.cmdline.as_deref())
+}
+
+/// Whether the caller put its own `init.krun` on the root share (as upstream's augmentfs
+/// example does after `krun_disable_implicit_init`): then the embedded one stays out of it.
+fn overlays_init(config: &VmConfig) -> bool {
+    config
+        .fs_overlays
+        .iter()
+        .any(|o| o.tag == crate::config::ROOT_FS_TAG && o.path == contract::INIT_FILE_NAME)
+}
+
+/// The `krun_fs_add_overlay_*` entries of `share`, in the order they were added.
+fn add_overlays(
+    config: &VmConfig,
+    share: &crate::config::FsShare,
+    entries: &devices::fs::VirtualEntries,
+) -> Result<(), VmError> {
+    use crate::config::FsOverlayKind;
+    use devices::fs::VirtualEntry;
+    for overlay in config.fs_overlays.iter().filter(|o| o.tag == share.tag) {
+        let entry = match &overlay.kind {
+            FsOverlayKind::Dir => VirtualEntry::dir(overlay.path.clone(), overlay.mode),
+            FsOverlayKind::File { data, one_shot } => VirtualEntry {
+                one_shot: *one_shot,
+                ..VirtualEntry::file(overlay.path.clone(), data.clone(), overlay.mode)
+            },
+        };
+        entries.add(entry).map_err(VmError::VirtualEntry)?;
+    }
+    Ok(())
 }
 
 fn create_kvm_vm(vcpus: u8) -> Result<(Kvm, VmFd), VmError> {
@@ -198,11 +259,12 @@ fn create_kvm_vm(vcpus: u8) -> Result<(Kvm, VmFd), VmError> {
 
 /// The COM1 UART: the first `krun_add_serial_console_default` (later ones are ignored
 /// with a warning: only ttyS0 exists), else the debug UART under `KRUN_DEBUG_CMDLINE`.
-/// A `kernel` without the 8250 driver cannot use it: one warning says so.
+/// A kernel without the 8250 driver (`kernel_has_8250` Some(false)) cannot use it: one warning
+/// says so (None: a kernel from a file, whose compressed image cannot be searched).
 fn create_serial(
     vm_fd: &VmFd,
     config: &VmConfig,
-    kernel: &[u8],
+    kernel_has_8250: Option<bool>,
     debug: bool,
 ) -> Result<Option<SerialDevice>, VmError> {
     let serials = &config.console.serial_consoles;
@@ -218,7 +280,7 @@ fn create_serial(
         None => return Ok(None),
     }
     .map_err(VmError::Serial)?;
-    if !crate::serial::kernel_has_driver(kernel) {
+    if kernel_has_8250 == Some(false) {
         let why = "the guest kernel has no 8250 UART driver (libkrunfw's x86_64 kernel is built \
                    without CONFIG_SERIAL_8250): the UART at 0x3f8 is there but the guest has no \
                    ttyS0, so nothing reaches or leaves the serial console's fds";
@@ -247,24 +309,69 @@ fn cmos_for(ram_mib: u32) -> devices::legacy::Cmos {
     devices::legacy::Cmos::new(below, above, devices::legacy::SystemClock)
 }
 
+/// How the guest ended, readable after [`Vm::run`] consumed the VM: whether init reported
+/// a status, and the last console lines that went to the log.
+#[derive(Clone)]
+pub struct GuestEndReport {
+    exit_code: Option<devices::fs::ExitCode>,
+    console_tails: Vec<devices::console::ConsoleTail>,
+}
+
+impl GuestEndReport {
+    /// When the guest ended without the status init reports (a kernel panic, an init that
+    /// died, a guest reboot), a message saying so with the console's last lines, which went
+    /// to the log at info level and are otherwise easy to miss. None once a status was
+    /// reported, or when nothing could report one (no root share).
+    pub fn missing_status(&self) -> Option<String> {
+        let exit_code = self.exit_code.as_ref()?;
+        if exit_code.get().is_some() {
+            return None;
+        }
+        let lines: Vec<String> = self.console_tails.iter().flat_map(|t| t.lines()).collect();
+        let mut message = format!(
+            "the guest ended without reporting an exit status (status {NO_EXIT_CODE_STATUS})"
+        );
+        if !lines.is_empty() {
+            message.push_str("; its console's last lines:\n  ");
+            message.push_str(&lines.join("\n  "));
+        }
+        Some(message)
+    }
+}
+
 impl Vm {
+    /// How the guest ended; read it after [`Vm::run`] returned.
+    pub fn end_report(&self) -> GuestEndReport {
+        GuestEndReport {
+            exit_code: self.exit_code.clone(),
+            console_tails: self.console_tails.clone(),
+        }
+    }
+
     /// Builds the VM: KVM, guest memory, kernel, devices, vCPUs (not yet running).
-    pub fn new(config: VmConfig) -> Result<Vm, VmError> {
+    pub fn new(mut config: VmConfig) -> Result<Vm, VmError> {
         let started = Instant::now();
         process::raise_nofile_limit();
         crate::settings::account(&config)?;
-        let krunfw = match &config.krunfw {
-            Some(k) => k.clone(),
-            None => Arc::new(Krunfw::open().map_err(VmError::Krunfw)?),
+        // A disk root boots on an initial NullFs root share (crate::block_root).
+        let block_root = crate::block_root::requested(&config);
+        let block_root_words = match &block_root {
+            Some(root) => crate::block_root::prepare(&mut config, root),
+            None => Vec::new(),
         };
-        let (kvm, vm_fd) = create_kvm_vm(config.vcpus)?;
-
+        // The kernel goes into RAM before KVM is opened: a missing libkrunfw or a kernel file
+        // that is not in its declared format fails first, on any host.
         let mem = memory::create_guest_memory(config.ram_mib).map_err(VmError::Memory)?;
+        let wants_serial = !config.console.serial_consoles.is_empty()
+            || std::env::var_os(DEBUG_CMDLINE_ENV).is_some();
+        let (boot_kernel, krunfw) = crate::kernel::load_guest_kernel(&config, &mem, wants_serial)?;
+        let (kvm, vm_fd) = create_kvm_vm(config.vcpus)?;
         memory::register_with_kvm(&vm_fd, &mem).map_err(VmError::Memory)?;
-        let kernel = krunfw.kernel();
-        memory::load_kernel(&mem, kernel.bytes, kernel.load_addr).map_err(VmError::Memory)?;
 
-        let mut devices = DeviceManager::new(&vm_fd, mem.clone());
+        let dax_start = crate::layout::dax_windows_start(u64::from(config.ram_mib) << 20);
+        // Made now: the devices report a fatal failure through it (StopHandle::fault_sink).
+        let stop = StopHandle::new();
+        let mut devices = DeviceManager::new(&vm_fd, mem.clone(), dax_start, stop.fault_sink());
         if !config.console.implicit_disabled {
             devices
                 .add_console(&config.console)
@@ -276,32 +383,48 @@ impl Vm {
                 .map_err(VmError::Device)?;
         }
 
+        // Disks next, in the order they were added: the guest names them vda, vdb, ...
+        for disk in &config.disks {
+            devices.add_block(disk).map_err(VmError::Device)?;
+        }
+        if let Some(evt) = &config.shutdown_eventfd {
+            devices.add_shutdown_port(evt).map_err(VmError::Device)?;
+        }
+        // Every VM has a virtio-balloon (free page reporting), as upstream attaches one,
+        // right before the rng as upstream orders them.
+        devices.add_balloon().map_err(VmError::Device)?;
+        // Every VM has a virtio-rng, as upstream attaches one.
+        devices.add_rng().map_err(VmError::Device)?;
+
         let vsock = vsock_plan::plan(&config).map_err(VmError::Vsock)?;
-        let flags = vsock
+        let mut flags: Vec<&str> = vsock
             .as_ref()
             .map(|v| vsock_plan::cmdline_flags(v.tsi_features))
             .unwrap_or_default();
+        flags.extend(block_root_words.iter().map(String::as_str));
+        // The interfaces init brings up (and configures by DHCP): KRUN_NET=.
+        let net_word = crate::nics::cmdline_word(&config.nets);
+        flags.extend(net_word.as_deref());
         let debug_cmdline = std::env::var(DEBUG_CMDLINE_ENV).ok();
-        let slots =
-            devices.cmdline_args().len() + config.fs_shares.len() + usize::from(vsock.is_some());
-        let (cmdline_workload, exec_json) =
-            plan_workload(&config, slots as u32, &flags, debug_cmdline.as_deref());
+        // The root share's virtual entries: init now, the exec file once the workload's
+        // route is known (after every device, hence every command line entry, exists).
+        let root_entries = devices::fs::VirtualEntries::new();
         let exit_code = match config.root_share() {
             Some(root) => {
-                let mut files = Vec::new();
-                if let Some(init) = config.init_binary {
-                    files.push(devices::fs::VirtualFile::init(init));
+                if let Some(init) = config.init_binary.filter(|_| !overlays_init(&config)) {
+                    root_entries
+                        .add(devices::fs::VirtualEntry::init(init))
+                        .map_err(VmError::VirtualEntry)?;
                 }
-                if let Some(json) = exec_json {
-                    files.push(devices::fs::VirtualFile {
-                        name: EXEC_FILE_NAME.to_string(),
-                        bytes: json.into(),
-                        mode: 0o444,
-                    });
+                if block_root.is_some() {
+                    for entry in crate::block_root::mount_points() {
+                        root_entries.add(entry).map_err(VmError::VirtualEntry)?;
+                    }
                 }
+                add_overlays(&config, root, &root_entries)?;
                 let exit_code = devices::fs::ExitCode::new();
                 devices
-                    .add_fs(root, files, Some(exit_code.clone()))
+                    .add_fs(root, root_entries.clone(), Some(exit_code.clone()))
                     .map_err(VmError::Device)?;
                 Some(exit_code)
             }
@@ -312,16 +435,34 @@ impl Vm {
             .iter()
             .filter(|s| s.tag != crate::config::ROOT_FS_TAG)
         {
+            let entries = devices::fs::VirtualEntries::new();
+            add_overlays(&config, share, &entries)?;
             devices
-                .add_fs(share, Vec::new(), None)
+                .add_fs(share, entries, None)
                 .map_err(VmError::Device)?;
         }
         if let Some(vsock) = vsock {
             devices.add_vsock(vsock).map_err(VmError::Device)?;
         }
+        for (index, nic) in config.nets.iter().enumerate() {
+            devices.add_net(index, nic).map_err(VmError::Device)?;
+        }
+
+        let (cmdline_workload, exec_json) = plan_workload(
+            &config,
+            devices.cmdline_args(),
+            &flags,
+            debug_cmdline.as_deref(),
+        );
+        if let Some(json) = exec_json {
+            root_entries
+                .add(devices::fs::VirtualEntry::file(EXEC_FILE_NAME, json, 0o444).unlisted())
+                .map_err(VmError::VirtualEntry)?;
+        }
 
         let cmdline = cmdline::build(&CmdlineParams {
             console: config.console.kernel_console.as_deref(),
+            base: kernel_cmdline(&config),
             extra: debug_cmdline.as_deref(),
             flags: &flags,
             mmio_devices: devices.cmdline_args(),
@@ -340,8 +481,14 @@ impl Vm {
                 })
             })?;
         log::debug!("kernel command line: {:?}", cmdline.as_cstring().ok());
-        let cr3 =
-            boot::write_boot_structures(&mem, config.vcpus, cmdline_size).map_err(VmError::Boot)?;
+        let cr3 = boot::write_boot_structures(
+            &mem,
+            config.vcpus,
+            cmdline_size,
+            &boot_kernel,
+            &config.smbios_oem_strings,
+        )
+        .map_err(VmError::Boot)?;
 
         let supported_cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -357,7 +504,7 @@ impl Vm {
             vcpus: config.vcpus,
             nested_virt: config.nested_virt,
             tsc_deadline: kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer),
-            entry_addr: kernel.entry_addr,
+            entry_addr: boot_kernel.entry_addr,
             cr3,
         };
         let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
@@ -371,8 +518,18 @@ impl Vm {
         }
         vcpu::install_kick_handler().map_err(VmError::KickHandler)?;
 
-        let raw_modes = devices.take_raw_modes();
-        let serial = create_serial(&vm_fd, &config, kernel.bytes, debug_cmdline.is_some())?;
+        let crate::consoles::HostTerminal {
+            raw_modes,
+            signals,
+            console_tails,
+        } = devices.take_host_terminal();
+        let dax = devices.take_dax_regions();
+        let serial = create_serial(
+            &vm_fd,
+            &config,
+            boot_kernel.has_8250,
+            debug_cmdline.is_some(),
+        )?;
         let shared = Arc::new(Shared {
             pio: PortIoBus::new(serial).with_cmos(cmos_for(config.ram_mib)),
             mmio: devices.into_bus(),
@@ -382,33 +539,47 @@ impl Vm {
             exits: Default::default(),
         });
         log::debug!(
-            "VM built in {:?}: {} vCPUs, {} MiB, kernel {} bytes at {:#x}",
+            "VM built in {:?}: {} vCPUs, {} MiB, kernel entry at {:#x}",
             started.elapsed(),
             config.vcpus,
             config.ram_mib,
-            kernel.bytes.len(),
-            kernel.load_addr
+            boot_kernel.entry_addr
         );
         Ok(Vm {
             vcpus,
             shared,
             _vm_fd: vm_fd,
+            _dax: dax,
             _kvm: kvm,
             _mem: mem,
-            _krunfw: Some(krunfw),
+            _krunfw: krunfw,
             exit_code,
             uid: config.vmm_uid,
             gid: config.vmm_gid,
             raw_modes,
+            signals,
+            stop,
+            console_tails,
         })
     }
 
+    /// A handle that stops this VM from another thread, before or while it runs.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
     /// Runs the guest until it ends; returns its exit status after every thread is joined.
-    pub fn run(mut self) -> Result<i32, VmError> {
+    pub fn run(self) -> Result<i32, VmError> {
+        self.run_to_end().map(|end| end.status())
+    }
+
+    /// Runs the guest until it ends or a [`StopHandle`] stops it; returns how it ended after
+    /// every thread is joined and the devices are shut down.
+    pub fn run_to_end(mut self) -> Result<RunEnd, VmError> {
         // Everything that needs privileges (/dev/kvm, the shared directories, the console's
         // files) is open; the guest has not run yet.
         process::switch_ids(self.uid, self.gid).map_err(VmError::Ids)?;
-        let (tx, rx) = mpsc::channel::<(u8, VcpuEnd)>();
+        let (tx, rx) = mpsc::channel::<RunEvent>();
         let mut handles: Vec<JoinHandle<()>> = Vec::new();
         let mut spawn_error = None;
         for (id, fd) in std::mem::take(&mut self.vcpus).into_iter().enumerate() {
@@ -420,7 +591,7 @@ impl Vm {
                 .spawn(move || {
                     let end = catch_unwind(AssertUnwindSafe(|| vcpu::run(fd, id, shared)))
                         .unwrap_or(VcpuEnd::Failed(VcpuError::Panicked));
-                    let _ = tx.send((id, end));
+                    let _ = tx.send(RunEvent::Vcpu(id, end));
                 });
             match spawned {
                 Ok(h) => handles.push(h),
@@ -430,18 +601,20 @@ impl Vm {
                 }
             }
         }
-        drop(tx);
+        self.stop.attach(tx);
         let first = match spawn_error {
             None => rx.recv().ok(),
             Some(_) => None,
         };
+        // The handle drops its sender: the channel closes once the vCPU threads are joined.
+        self.stop.detach();
         self.stop_vcpus(&handles);
         for h in handles {
             // A panic was already caught inside the thread; join cannot fail otherwise.
             let _ = h.join();
         }
-        for (id, end) in rx.try_iter() {
-            if let VcpuEnd::Failed(e) = end {
+        for event in rx.try_iter() {
+            if let RunEvent::Vcpu(id, VcpuEnd::Failed(e)) = event {
                 log::warn!("vCPU {id} also failed while the VM ended: {e}");
             }
         }
@@ -450,6 +623,7 @@ impl Vm {
         for raw in &mut self.raw_modes {
             raw.restore();
         }
+        self.signals.clear();
         log::debug!(
             "{} ({:?} after Vm::new started)",
             self.shared.exits.summary(),
@@ -458,14 +632,43 @@ impl Vm {
         if let Some(e) = spawn_error {
             return Err(e);
         }
+        // A device that failed (during the run or while it drained at shutdown) makes the
+        // run fail: whatever status the guest reported may not have reached the host whole.
+        if let Some(fault) = self.stop.take_fault() {
+            return Err(VmError::DeviceFailed {
+                device: fault.device,
+                reason: fault.reason,
+            });
+        }
         let reported = self.exit_code.as_ref().and_then(|c| c.get());
-        match first {
-            Some((id, VcpuEnd::Failed(source))) => Err(VmError::Vcpu { id, source }),
-            Some((id, end)) => {
-                log::debug!("vCPU {id} ended the VM: {end:?}; reported status {reported:?}");
-                Ok(reported.unwrap_or(NO_EXIT_CODE_STATUS))
+        let stop_requested = matches!(first, Some(RunEvent::StopRequested));
+        // A stopped VM has no status on purpose: nothing to report.
+        if !stop_requested {
+            if let Some(message) = self.end_report().missing_status() {
+                log::error!("{message}");
             }
-            None => Ok(reported.unwrap_or(NO_EXIT_CODE_STATUS)),
+        }
+        match first {
+            Some(RunEvent::Vcpu(id, VcpuEnd::Failed(source))) => Err(VmError::Vcpu { id, source }),
+            Some(RunEvent::Vcpu(id, end)) => {
+                log::debug!("vCPU {id} ended the VM: {end:?}; reported status {reported:?}");
+                Ok(RunEnd {
+                    reported,
+                    stop_requested,
+                })
+            }
+            // Unreachable: a failure was recorded before it was sent, and taken above.
+            Some(RunEvent::DeviceFailed) | Some(RunEvent::StopRequested) => {
+                log::debug!("stopped on request; reported status {reported:?}");
+                Ok(RunEnd {
+                    reported,
+                    stop_requested,
+                })
+            }
+            None => Ok(RunEnd {
+                reported,
+                stop_requested,
+            }),
         }
     }
 
@@ -480,5 +683,58 @@ impl Vm {
                 log::warn!("cannot kick a vCPU thread: errno {rc}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{mmio_slot_base, mmio_slot_irq};
+
+    /// A workload that fits the command line alone but not next to a full set of devices.
+    fn config_with_long_args() -> VmConfig {
+        let mut config = VmConfig::default();
+        config.set_root_dir("/r".into()).unwrap();
+        config.exec.path = Some("/bin/sh".into());
+        config.exec.env = Some(Vec::new());
+        // ~1.4 KiB of arguments: the command line holds them beside one device (36 bytes
+        // each) but not beside every slot the IOAPIC has.
+        config.exec.args = (0..22)
+            .map(|i| format!("{i:02}{}", "a".repeat(60)))
+            .collect();
+        config
+    }
+
+    /// The first `count` slots (fewer when the IOAPIC has fewer pins).
+    fn slots(count: u32) -> Vec<MmioDeviceArg> {
+        (0..count)
+            .map_while(|i| {
+                Some(MmioDeviceArg {
+                    base: mmio_slot_base(i),
+                    irq: mmio_slot_irq(i)?,
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn plan_workload_counts_the_devices_that_exist() {
+        let config = config_with_long_args();
+
+        let (alone, alone_json) = plan_workload(&config, &slots(1), &[], None);
+        let (crowded, crowded_json) = plan_workload(&config, &slots(u32::MAX), &[], None);
+
+        assert!(alone.is_some() && alone_json.is_none());
+        assert!(crowded.is_none());
+        let json = String::from_utf8(crowded_json.unwrap()).unwrap();
+        assert!(json.contains(&config.exec.args[21]), "{json}");
+    }
+
+    #[test]
+    fn plan_workload_without_root_share_passes_nothing() {
+        let mut config = config_with_long_args();
+        config.fs_shares.clear();
+
+        assert_eq!(plan_workload(&config, &slots(1), &[], None), (None, None));
     }
 }

@@ -14,7 +14,7 @@ fn boot_tests_enabled(name: &str) -> bool {
 }
 
 #[test]
-fn vm_new_kernel_file_not_supported_enotsup() {
+fn vm_new_missing_kernel_file_read_error_before_kvm() {
     let config = VmConfig {
         kernel: Some(KernelFile {
             path: "/nonexistent/vmlinux".into(),
@@ -24,10 +24,34 @@ fn vm_new_kernel_file_not_supported_enotsup() {
         }),
         ..VmConfig::default()
     };
-    let err = Vm::new(config)
-        .err()
-        .expect("a kernel file must be refused for now");
-    assert!(matches!(err, VmError::Unsupported(_)), "{err:?}");
+    let err = Vm::new(config).err().expect("a missing kernel file fails");
+    let VmError::Kernel(vmm::kernel::KernelError::Read { source, .. }) = &err else {
+        panic!("expected a kernel read error, got {err:?}");
+    };
+    assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+}
+
+#[test]
+fn vm_new_kernel_not_in_declared_format_names_file_and_format() {
+    let path = std::env::temp_dir().join(format!("krun-not-elf-{}", std::process::id()));
+    std::fs::write(&path, b"this is not a kernel").unwrap();
+    let config = VmConfig {
+        kernel: Some(KernelFile {
+            path: path.clone(),
+            format: KernelFormat::Elf,
+            initramfs: None,
+            cmdline: None,
+        }),
+        ..VmConfig::default()
+    };
+    let err = Vm::new(config).err().expect("a file that is not ELF fails");
+    std::fs::remove_file(&path).unwrap();
+    let VmError::Kernel(inner) = &err else {
+        panic!("expected a kernel error, got {err:?}");
+    };
+    let text = inner.to_string();
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains("KRUN_KERNEL_FORMAT_ELF"), "{text}");
 }
 
 fn boot(vcpus: u8) {

@@ -22,7 +22,8 @@ pub const KRUN_FEATURE_INIT_BLOB: u64 = 11;
 /// Update as devices land: a feature is reported only once a VM can use it.
 pub fn feature_supported(feature: u64) -> Option<bool> {
     match feature {
-        KRUN_FEATURE_NET | KRUN_FEATURE_BLK => Some(false),
+        KRUN_FEATURE_NET => Some(true),
+        KRUN_FEATURE_BLK => Some(true),
         KRUN_FEATURE_GPU
         | KRUN_FEATURE_INPUT
         | KRUN_FEATURE_TEE

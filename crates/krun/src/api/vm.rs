@@ -1,9 +1,10 @@
-//! Context lifecycle, machine shape, kernel, and `krun_start_enter`.
+//! Context lifecycle, machine shape, kernel, `krun_start_enter` and its returning twin
+//! `krunrs_start_return` (an extension).
 
 use std::ffi::c_char;
 use std::sync::Arc;
 
-use vmm::config::KernelFormat;
+use vmm::config::{KernelFile, KernelFormat};
 use vmm::krunfw::Krunfw;
 
 use crate::ctx::{self, Ctx};
@@ -45,10 +46,16 @@ pub extern "C" fn krun_set_vm_config(ctx_id: u32, num_vcpus: u8, ram_mib: u32) -
     })
 }
 
-/// Would boot `kernel_path` (a `KRUN_KERNEL_FORMAT_*` image) instead of libkrunfw's kernel,
-/// with an optional `initramfs` and kernel command line `cmdline`. Not supported by this
-/// build yet (only libkrunfw's kernel boots): returns -ENOENT for an unknown context,
-/// -EINVAL for a NULL or non-UTF-8 string or an unknown format, else -ENOTSUP.
+/// Boots `kernel_path` instead of libkrunfw's kernel. `kernel_format` on x86_64:
+/// `KRUN_KERNEL_FORMAT_RAW` a bzImage, `KRUN_KERNEL_FORMAT_ELF` an ELF vmlinux,
+/// `KRUN_KERNEL_FORMAT_IMAGE_GZ` / `KRUN_KERNEL_FORMAT_IMAGE_ZSTD` a gzip / zstd stream of
+/// either. `initramfs` (or NULL) is loaded where the boot protocol lets the kernel find it.
+/// `cmdline` (or NULL for the default) replaces the base kernel command line, as upstream
+/// uses it; the virtio-mmio devices, `init=` and the workload are still appended. The files
+/// are read by `krun_start_enter`, which fails with -EINVAL (one line naming the file and
+/// the format) when the kernel is not in the declared format, or with the open's errno.
+/// Returns 0, -ENOENT for an unknown context, -EINVAL for a NULL or non-UTF-8 string or an
+/// unknown format, -ENOTSUP for `PE_GZ` and `IMAGE_BZ2` (not bootable on x86_64).
 ///
 /// # Safety
 /// Each string is NULL or NUL-terminated.
@@ -63,15 +70,22 @@ pub unsafe extern "C" fn krun_set_kernel(
     guard("krun_set_kernel", || {
         ctx::check(ctx_id)?;
         // SAFETY: NULL or NUL-terminated per this function's contract (all three).
-        unsafe { ffi::c_str(kernel_path, "kernel_path") }?;
+        let path = unsafe { ffi::c_str(kernel_path, "kernel_path") }?;
         // SAFETY: as above.
-        unsafe { ffi::opt_c_str(initramfs, "initramfs") }?;
+        let initramfs = unsafe { ffi::opt_c_str(initramfs, "initramfs") }?;
         // SAFETY: as above.
-        unsafe { ffi::opt_c_str(cmdline, "cmdline") }?;
-        KernelFormat::from_raw(kernel_format)?;
-        Err(ApiError::Unsupported(
-            "an external kernel (only libkrunfw's kernel boots)",
-        ))
+        let cmdline = unsafe { ffi::opt_c_str(cmdline, "cmdline") }?;
+        let format = KernelFormat::from_raw(kernel_format)?;
+        if !vmm::kernel::format_supported(format) {
+            return Err(ApiError::Unsupported(vmm::kernel::format_name(format)));
+        }
+        let file = KernelFile {
+            path: path.into(),
+            format,
+            initramfs: initramfs.map(Into::into),
+            cmdline: cmdline.map(str::to_string),
+        };
+        ctx::with(ctx_id, |c| c.set_kernel(file)).map(|()| 0)
     })
 }
 
@@ -108,10 +122,14 @@ pub extern "C" fn krun_split_irqchip(ctx_id: u32, enable: bool) -> i32 {
     })
 }
 
-/// Takes SMBIOS OEM strings (type 11) from a NULL-terminated array. This build writes no
-/// SMBIOS tables (upstream ignores them on x86_64 too): non-empty strings are ignored with a
-/// warning. Returns 0, -ENOENT for an unknown context, -EINVAL if the array is NULL or holds
-/// non-UTF-8 text, -E2BIG if it has no NULL terminator.
+/// Sets the SMBIOS OEM strings (type 11) from a NULL-terminated array: the VM gets SMBIOS
+/// 3.0 tables (types 0, 1, 11 and 127) in the BIOS area, where a guest kernel with DMI
+/// support finds them (`/sys/firmware/dmi/entries/11-0/raw`, `dmidecode -t 11`), one
+/// string per entry, in order (libkrunfw's kernel is built without DMI; kernels given to
+/// `krun_set_kernel` usually have it). An empty array writes no tables. Returns 0, -ENOENT for an
+/// unknown context, -EINVAL if the array is NULL, holds non-UTF-8 text or an empty string,
+/// has more than 255 strings or more than 49152 bytes of strings (each counted with its
+/// NUL), -E2BIG if it has no NULL terminator.
 ///
 /// # Safety
 /// `oem_strings` is NULL or a NULL-terminated array of NUL-terminated strings.
@@ -124,19 +142,14 @@ pub unsafe extern "C" fn krun_set_smbios_oem_strings(
         ctx::check(ctx_id)?;
         // SAFETY: NULL or a NULL-terminated array per this function's contract.
         let strings = unsafe { ffi::c_str_array(oem_strings, "oem_strings") }?;
-        let count = strings.len();
+        vmm::boot::smbios::check_oem_strings(&strings).map_err(|e| ApiError::Invalid {
+            what: "oem_strings",
+            why: e.to_string(),
+        })?;
         ctx::with(ctx_id, |c| {
             c.smbios_oem_strings = strings;
-            Ok(())
-        })?;
-        if count != 0 {
-            ffi::ignored(
-                "krun_set_smbios_oem_strings",
-                &format!("{count} SMBIOS OEM string(s)"),
-                "this VMM writes no SMBIOS tables, as upstream on x86_64",
-            );
-        }
-        Ok(0)
+            Ok(0)
+        })
     })
 }
 
@@ -152,15 +165,20 @@ pub extern "C" fn krun_disable_implicit_init(ctx_id: u32) -> i32 {
     })
 }
 
-/// Upstream offers an eventfd that shuts the VM down only on macOS; this Linux build has
-/// none. Returns -ENOENT for an unknown context, else -EINVAL (as upstream on Linux).
+/// Returns an eventfd that asks the guest to shut down in order: writing any value to it
+/// (e.g. `eventfd_write(fd, 1)`) makes the guest init send SIGTERM to the workload, wait
+/// 10 seconds, then SIGKILL it; the VM then ends with the workload's exit status, which
+/// `krun_start_enter` exits with. The eventfd is created by the first call (later calls
+/// return the same fd), so call it after the caller's own fd cleanup and before
+/// `krun_start_enter`; the library owns it: do not close it. It needs the built-in init
+/// (a root without `krun_disable_implicit_init`). Returns the fd, -ENOENT for an unknown
+/// context, or the errno of eventfd(2). (Upstream offers it only on macOS/aarch64.)
 #[no_mangle]
 pub extern "C" fn krun_get_shutdown_eventfd(ctx_id: u32) -> i32 {
     guard("krun_get_shutdown_eventfd", || {
-        ctx::check(ctx_id)?;
-        Err(ApiError::Invalid {
-            what: "shutdown eventfd",
-            why: "not provided on Linux; stop the VM by signalling this process".into(),
+        ctx::with(ctx_id, |c| Ok(c.shutdown_eventfd()))?.map_err(|source| ApiError::Io {
+            what: "cannot create the shutdown eventfd".into(),
+            source,
         })
     })
 }
@@ -175,14 +193,77 @@ pub extern "C" fn krun_get_shutdown_eventfd(ctx_id: u32) -> i32 {
 #[no_mangle]
 pub extern "C" fn krun_start_enter(ctx_id: u32) -> i32 {
     guard_loud("krun_start_enter", || {
-        let mut config = ctx::take(ctx_id)?;
-        if !config.implicit_init_disabled {
-            config.init_binary = Some(crate::init::DEFAULT_INIT);
-        }
-        let vm = vmm::Vm::new(config)?;
-        let status = vm.run()?;
-        log::info!("krun_start_enter: guest exited with status {status}");
+        let status = run_ctx("krun_start_enter", ctx_id)?;
         super::log::flush();
         std::process::exit(status)
     })
+}
+
+/// Extension of this implementation, not in upstream libkrun (hence the `krunrs_` prefix,
+/// which upstream's `krun_` names cannot clash with): runs the context's VM as
+/// `krun_start_enter` does, but returns instead of exiting the process. Returns the
+/// workload's exit status (0 to 255; 1 when the guest ended without reporting one), or a
+/// negative errno: those of `krun_start_enter` when the VM could not be started, -EIO when a
+/// device failed while the VM ran (the VM was stopped; the line logged names the device).
+/// The context is consumed either way, as `krun_start_enter` consumes it. When it returns,
+/// every thread the VM started is joined, every fd it opened is closed and terminal modes
+/// are restored, so the caller can go on, or configure and run another VM.
+#[no_mangle]
+pub extern "C" fn krunrs_start_return(ctx_id: u32) -> i32 {
+    guard_loud("krunrs_start_return", || {
+        let status = run_ctx("krunrs_start_return", ctx_id)?;
+        super::log::flush();
+        Ok(status)
+    })
+}
+
+/// Takes the context, builds its VM through the Rust API (krun_vm) and runs it to the end:
+/// the workload's exit status, or why it could not run.
+fn run_ctx(func: &str, ctx_id: u32) -> Result<i32, ApiError> {
+    let mut config = ctx::take(ctx_id)?;
+    if !config.implicit_init_disabled {
+        config.init_binary = Some(crate::init::DEFAULT_INIT);
+    }
+    let vm = krun_vm::Vm::from_config(config)?;
+    let report = vm.end_report();
+    let status = vm.run()?.code();
+    // The VMM logged it; a caller that configured no logging still gets the one line
+    // (with the kernel's last words), as a start failure does.
+    if let Some(message) = report.as_ref().and_then(|r| r.missing_status()) {
+        if !super::log::configured() {
+            eprintln!("libkrun: {message}");
+        }
+    }
+    log::info!("{func}: guest exited with status {status}");
+    Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn krunrs_start_return_unknown_context_is_enoent() {
+        assert_eq!(krunrs_start_return(u32::MAX - 7), -libc::ENOENT);
+    }
+
+    #[test]
+    fn krunrs_start_return_start_failure_returns_errno_and_consumes_the_context() {
+        let ctx = krun_create_ctx();
+        assert!(ctx >= 0);
+        let ctx = ctx as u32;
+        let path = c"/nonexistent/krunrs-kernel";
+        // SAFETY: NUL-terminated literals and NULLs, as krun_set_kernel requires.
+        let rc =
+            unsafe { krun_set_kernel(ctx, path.as_ptr(), 0, std::ptr::null(), std::ptr::null()) };
+        assert_eq!(rc, 0);
+        // The kernel file is opened before KVM: the start fails the same way on any host,
+        // and the call returns instead of exiting the process.
+        assert_eq!(krunrs_start_return(ctx), -libc::ENOENT);
+        assert_eq!(
+            krun_free_ctx(ctx),
+            -libc::ENOENT,
+            "the context was consumed"
+        );
+    }
 }

@@ -8,10 +8,45 @@ use super::{non_empty, ConfigError, VmConfig, ROOT_FS_TAG};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FsShare {
     pub tag: String,
-    pub path: PathBuf,
+    /// The host directory; `None` is upstream's NullFs, a share with no host directory whose
+    /// root is an empty virtual directory and which shows only its virtual entries (the
+    /// initial root of a disk-remount boot, `krun_add_virtiofs3` with a NULL path).
+    pub path: Option<PathBuf>,
     /// Size of the DAX window in bytes (0: none).
     pub shm_size: u64,
     pub read_only: bool,
+    /// How ownership and permission bits are served (`krun_add_virtiofs4`'s `semantics`).
+    pub semantics: FsSemantics,
+    /// The layer directories of an overlay root (`krun_set_overlayfs_root`), lowest first,
+    /// the last one writable; then `path` is `None`. Empty for every other share.
+    pub layers: Vec<PathBuf>,
+    /// The embedding program's own filesystem serves the share (the Rust API's
+    /// `fs.backend`); then `path` is `None` and `layers` empty.
+    pub backend: Option<devices::fs::SharedBackend>,
+}
+
+/// The permission semantics of a share (upstream's `KRUN_SEMANTICS_*`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FsSemantics {
+    /// 0, `KRUN_SEMANTICS_LINUX_COMPLETE`: the host's owners and permission bits, as every
+    /// other `krun_add_virtiofs*` share.
+    #[default]
+    LinuxComplete,
+    /// 1, `KRUN_SEMANTICS_LINUX_SIMPLIFIED`: permission bits stay on the host inode, but
+    /// ownership is ignored: every file is reported as owned by the guest process asking
+    /// (so attributes cannot be cached), and chown/chgrp change nothing on the host.
+    LinuxSimplified,
+}
+
+impl FsSemantics {
+    /// Decodes `KRUN_SEMANTICS_*`; anything else is `EINVAL`, as upstream.
+    pub fn from_raw(raw: u32) -> Result<Self, ConfigError> {
+        match raw {
+            0 => Ok(FsSemantics::LinuxComplete),
+            1 => Ok(FsSemantics::LinuxSimplified),
+            _ => Err(ConfigError::FsSemantics(raw)),
+        }
+    }
 }
 
 /// Disk image formats (`KRUN_DISK_FORMAT_*`).
@@ -154,9 +189,12 @@ impl VmConfig {
         self.claim_root("virtio-fs root")?;
         self.add_fs_share(FsShare {
             tag: ROOT_FS_TAG.to_string(),
-            path,
+            path: Some(path),
             shm_size: ROOT_SHM_SIZE,
             read_only: false,
+            semantics: FsSemantics::LinuxComplete,
+            layers: Vec::new(),
+            backend: None,
         })
     }
 
@@ -165,7 +203,20 @@ impl VmConfig {
         if layers.is_empty() {
             return Err(ConfigError::Empty("root layer list"));
         }
+        if self.root_share().is_some() {
+            // microsandbox's header documents -EEXIST for a root already set.
+            return Err(ConfigError::DuplicateFsTag(ROOT_FS_TAG.to_string()));
+        }
         self.claim_root("overlayfs root")?;
+        self.add_fs_share(FsShare {
+            tag: ROOT_FS_TAG.to_string(),
+            path: None,
+            shm_size: 0,
+            read_only: false,
+            semantics: FsSemantics::LinuxComplete,
+            layers: layers.clone(),
+            backend: None,
+        })?;
         self.root_layers = Some(layers);
         Ok(())
     }
@@ -213,8 +264,10 @@ impl VmConfig {
         Ok(())
     }
 
-    /// `krun_fs_add_overlay_*`: the parent of `path` must be the share's top level or an
-    /// overlay directory added before.
+    /// `krun_fs_add_overlay_*`: every directory on the way to `path` must exist when the
+    /// call is made, as upstream's header asks: a virtual directory added before, or (in a
+    /// share with a host directory, for a parent that is no virtual entry) a directory of the
+    /// host, found now (`ENOENT` / `ENOTDIR`) and by name again when the guest walks to it.
     pub fn add_fs_overlay(&mut self, overlay: FsOverlay) -> Result<(), ConfigError> {
         let path = overlay.path.trim_start_matches('/').to_string();
         if path.is_empty()
@@ -224,11 +277,9 @@ impl VmConfig {
         {
             return Err(ConfigError::OverlayPath(overlay.path));
         }
-        let share_exists = self.fs_shares.iter().any(|s| s.tag == overlay.tag)
-            || (overlay.tag == ROOT_FS_TAG && self.root_kind().is_some());
-        if !share_exists {
+        let Some(share) = self.fs_shares.iter().find(|s| s.tag == overlay.tag) else {
             return Err(ConfigError::NoSuchFsTag(overlay.tag));
-        }
+        };
         let same_tag = |p: &str| {
             self.fs_overlays
                 .iter()
@@ -237,17 +288,65 @@ impl VmConfig {
         if same_tag(&path).is_some() {
             return Err(ConfigError::OverlayExists(path));
         }
-        if let Some((parent, _)) = path.rsplit_once('/') {
+        // Walk up to the nearest virtual ancestor: the parents below it must be host
+        // directories, which a virtual directory (it has only virtual children) cannot hold.
+        let mut host_parent = None;
+        let mut ancestor = path.as_str();
+        let mut below_virtual_dir = false;
+        while let Some((parent, _)) = ancestor.rsplit_once('/') {
             match same_tag(parent) {
-                None => return Err(ConfigError::OverlayParentMissing(parent.to_string())),
                 Some(FsOverlay {
                     kind: FsOverlayKind::File { .. },
                     ..
                 }) => return Err(ConfigError::OverlayParentNotDir(parent.to_string())),
-                Some(_) => {}
+                Some(_) => {
+                    below_virtual_dir = true;
+                    break;
+                }
+                None => {
+                    host_parent.get_or_insert(parent);
+                }
             }
+            ancestor = parent;
+        }
+        match host_parent {
+            Some(parent) if below_virtual_dir => {
+                return Err(ConfigError::OverlayParentMissing(parent.to_string()))
+            }
+            Some(parent) => {
+                let dirs: Vec<&std::path::Path> = match &share.path {
+                    Some(p) => vec![p.as_path()],
+                    None => share.layers.iter().map(PathBuf::as_path).collect(),
+                };
+                check_host_parent(&dirs, parent, &path)?
+            }
+            None => {}
         }
         self.fs_overlays.push(FsOverlay { path, ..overlay });
         Ok(())
+    }
+}
+
+/// The deepest non-virtual parent `parent` of the overlay entry `path` must be a directory
+/// in the share's host directory, or in one of its layers (a NullFs share has none).
+fn check_host_parent(
+    dirs: &[&std::path::Path],
+    parent: &str,
+    path: &str,
+) -> Result<(), ConfigError> {
+    let mut not_dir = false;
+    for dir in dirs {
+        match std::fs::metadata(dir.join(parent)) {
+            Ok(m) if m.is_dir() => return Ok(()),
+            Ok(_) => not_dir = true,
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => not_dir = true,
+            Err(_) => {}
+        }
+    }
+    log::debug!("overlay {path:?}: no host directory {parent:?} in {dirs:?}");
+    if not_dir {
+        Err(ConfigError::OverlayParentNotDir(parent.to_string()))
+    } else {
+        Err(ConfigError::OverlayParentMissing(parent.to_string()))
     }
 }

@@ -85,6 +85,10 @@ pub struct VmConfig {
     pub legacy_net_mac: Option<[u8; 6]>,
     /// Layers of an overlayfs root, lowest first (`krun_set_overlayfs_root`).
     pub root_layers: Option<Vec<PathBuf>>,
+    /// `krun_get_shutdown_eventfd`: created when first asked for (never at context
+    /// creation: crun closes the fds it does not know between create and start). A write
+    /// to it reaches the guest init as a shutdown request on the `krun-shutdown` port.
+    pub shutdown_eventfd: Option<Arc<std::os::fd::OwnedFd>>,
 }
 
 impl Default for VmConfig {
@@ -111,6 +115,7 @@ impl Default for VmConfig {
             fs_overlays: Vec::new(),
             legacy_net_mac: None,
             root_layers: None,
+            shutdown_eventfd: None,
         }
     }
 }
@@ -182,6 +187,8 @@ pub enum ConfigError {
     TapNeedsGuestCsum,
     #[error("exactly one of a socket path and a file descriptor must be given")]
     NetEndpoint,
+    #[error("tap name {} is longer than 15 bytes (IFNAMSIZ)", Shown(.0))]
+    TapName(String),
     #[error("the legacy single-interface network call conflicts with {0} configured interface(s)")]
     LegacyNet(usize),
     #[error("invalid file descriptor {0}")]
@@ -206,6 +213,8 @@ pub enum ConfigError {
     OverlayParentNotDir(String),
     #[error("overlay entry {} already exists", Shown(.0))]
     OverlayExists(String),
+    #[error("virtio-fs semantics {0} is not KRUN_SEMANTICS_LINUX_COMPLETE (0) or _SIMPLIFIED (1)")]
+    FsSemantics(u32),
 }
 
 impl KernelFormat {
@@ -298,6 +307,24 @@ impl VmConfig {
         self.vcpus = vcpus;
         self.ram_mib = ram_mib;
         Ok(())
+    }
+
+    /// `krun_get_shutdown_eventfd`: the eventfd that asks the guest to shut down, created
+    /// on the first call (later calls return the same fd). The caller writes to it and must
+    /// not close it.
+    pub fn shutdown_eventfd(&mut self) -> std::io::Result<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        if let Some(fd) = &self.shutdown_eventfd {
+            return Ok(fd.as_raw_fd());
+        }
+        let evt = vmm_sys_util::eventfd::EventFd::new(libc::EFD_CLOEXEC)?;
+        let raw = std::os::fd::IntoRawFd::into_raw_fd(evt);
+        // SAFETY: into_raw_fd gave up ownership of `raw`, an open eventfd; nothing else
+        // owns or closes it.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+        let raw = fd.as_raw_fd();
+        self.shutdown_eventfd = Some(Arc::new(fd));
+        Ok(raw)
     }
 
     /// `krun_set_kernel`: boot this kernel instead of libkrunfw's.

@@ -26,7 +26,45 @@ pub enum NetBackend {
     Gvproxy {
         path: PathBuf,
     },
+    /// A peer in the embedding program's own code (the Rust API's `net.backend`).
+    Custom(CustomNet),
 }
+
+/// A [`devices::net::FrameBackend`] waiting in a config: taken by the first VM built from
+/// it (a peer serves one interface), compared by identity.
+#[derive(Clone)]
+pub struct CustomNet(
+    pub std::sync::Arc<std::sync::Mutex<Option<Box<dyn devices::net::FrameBackend>>>>,
+);
+
+impl CustomNet {
+    /// Wraps `peer` for [`Net::backend`].
+    pub fn new(peer: Box<dyn devices::net::FrameBackend>) -> Self {
+        CustomNet(std::sync::Arc::new(std::sync::Mutex::new(Some(peer))))
+    }
+
+    /// The peer, once: None when a VM already took it.
+    pub fn take(&self) -> Option<Box<dyn devices::net::FrameBackend>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+impl std::fmt::Debug for CustomNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CustomNet@{:p}", std::sync::Arc::as_ptr(&self.0))
+    }
+}
+
+impl PartialEq for CustomNet {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for CustomNet {}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Net {
@@ -99,6 +137,8 @@ pub const NET_ALL_FEATURES: u32 =
 pub const NET_COMPAT_FEATURES: u32 = 1 << 0 | 1 << 1 | 1 << 7 | 1 << 10 | 1 << 11 | 1 << 14;
 const NET_FEATURE_GUEST_CSUM: u32 = 1 << 1;
 const NET_GUEST_OFFLOADS: u32 = 1 << 7 | 1 << 8 | 1 << 10;
+/// The longest interface name Linux takes (IFNAMSIZ - 1).
+pub const MAX_TAP_NAME_LEN: usize = 15;
 /// Every `KRUN_TSI_HIJACK_*` bit.
 pub const TSI_ALL_FEATURES: u32 = 1 << 0 | 1 << 1;
 
@@ -235,13 +275,16 @@ impl VmConfig {
             }
             NetBackend::Tap { name } => {
                 non_empty(name, "tap name")?;
+                if name.len() > MAX_TAP_NAME_LEN || name.contains('/') {
+                    return Err(ConfigError::TapName(name.clone()));
+                }
                 if net.features & NET_GUEST_OFFLOADS != 0
                     && net.features & NET_FEATURE_GUEST_CSUM == 0
                 {
                     return Err(ConfigError::TapNeedsGuestCsum);
                 }
             }
-            NetBackend::Passt { .. } | NetBackend::Gvproxy { .. } => {}
+            NetBackend::Passt { .. } | NetBackend::Gvproxy { .. } | NetBackend::Custom(_) => {}
         }
         check_mac(net.mac)?;
         if self.nets.iter().any(Self::is_legacy) {

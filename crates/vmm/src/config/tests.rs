@@ -41,9 +41,12 @@ fn duplicate_fs_tag_and_disk_id_fail_eexist() {
     let mut c = VmConfig::default();
     let share = FsShare {
         tag: "data".into(),
-        path: "/d".into(),
+        path: Some("/d".into()),
         shm_size: 0,
         read_only: false,
+        semantics: FsSemantics::LinuxComplete,
+        layers: Vec::new(),
+        backend: None,
     };
     c.add_fs_share(share.clone()).unwrap();
     assert!(matches!(
@@ -191,13 +194,68 @@ fn overlay_parents_must_exist() {
 }
 
 #[test]
+fn overlay_parent_may_be_a_host_directory_of_the_share() {
+    let host = std::env::temp_dir().join(format!("krun-cfg-ov-{}", std::process::id()));
+    std::fs::create_dir_all(host.join("etc")).unwrap();
+    std::fs::write(host.join("file"), b"x").unwrap();
+    let mut c = VmConfig::default();
+    c.set_root_dir(host.clone()).unwrap();
+    c.add_fs_share(FsShare {
+        tag: "null".into(),
+        path: None,
+        shm_size: 0,
+        read_only: false,
+        semantics: FsSemantics::LinuxComplete,
+        layers: Vec::new(),
+        backend: None,
+    })
+    .unwrap();
+    let ov = |tag: &str, path: &str| FsOverlay {
+        tag: tag.into(),
+        path: path.into(),
+        mode: 0o755,
+        kind: FsOverlayKind::Dir,
+    };
+
+    let in_host_dir = c.add_fs_overlay(ov(ROOT_FS_TAG, "etc/conf.d"));
+    let below_host_file = c.add_fs_overlay(ov(ROOT_FS_TAG, "file/x"));
+    let below_missing = c.add_fs_overlay(ov(ROOT_FS_TAG, "usr/x"));
+    let in_null_share = c.add_fs_overlay(ov("null", "etc/x"));
+    c.add_fs_overlay(ov(ROOT_FS_TAG, "v")).unwrap();
+    let host_dir_below_virtual = c.add_fs_overlay(ov(ROOT_FS_TAG, "v/etc/x"));
+    std::fs::remove_dir_all(&host).unwrap();
+
+    assert_eq!(in_host_dir, Ok(()));
+    assert!(matches!(below_host_file, Err(ConfigError::OverlayParentNotDir(p)) if p == "file"));
+    assert!(matches!(below_missing, Err(ConfigError::OverlayParentMissing(p)) if p == "usr"));
+    assert!(matches!(
+        in_null_share,
+        Err(ConfigError::OverlayParentMissing(_))
+    ));
+    assert!(matches!(
+        host_dir_below_virtual,
+        Err(ConfigError::OverlayParentMissing(p)) if p == "v/etc"
+    ));
+}
+
+#[test]
+fn fs_semantics_zero_and_one_only() {
+    assert_eq!(FsSemantics::from_raw(0), Ok(FsSemantics::LinuxComplete));
+    assert_eq!(FsSemantics::from_raw(1), Ok(FsSemantics::LinuxSimplified));
+    assert_eq!(FsSemantics::from_raw(2), Err(ConfigError::FsSemantics(2)));
+}
+
+#[test]
 fn fs_tag_longer_than_36_bytes_fails_einval() {
     let mut c = VmConfig::default();
     let share = |tag: &str| FsShare {
         tag: tag.to_string(),
-        path: "/s".into(),
+        path: Some("/s".into()),
         shm_size: 0,
         read_only: false,
+        semantics: FsSemantics::LinuxComplete,
+        layers: Vec::new(),
+        backend: None,
     };
     let err = c.add_fs_share(share(&"t".repeat(37))).unwrap_err();
     assert!(matches!(err, ConfigError::FsTagLength { len: 37, .. }));
@@ -256,4 +314,16 @@ fn shown_long_argument_cut_with_length() {
     assert_eq!(Shown("ab").to_string(), "\"ab\"");
     let err = ConfigError::EnvEntry(long).to_string();
     assert!(err.len() < 400, "{} bytes", err.len());
+}
+
+#[test]
+fn shutdown_eventfd_created_once_same_fd() {
+    let mut c = VmConfig::default();
+    assert!(
+        c.shutdown_eventfd.is_none(),
+        "never created with the context"
+    );
+    let fd = c.shutdown_eventfd().unwrap();
+    assert!(fd >= 0);
+    assert_eq!(c.shutdown_eventfd().unwrap(), fd);
 }
