@@ -13,9 +13,12 @@ pub(crate) use diag;
 mod exec;
 mod mounts;
 mod net;
+mod nics;
 mod reaper;
+mod remount;
 mod report;
 mod rlimits;
+mod shutdown;
 mod workload;
 
 use exec::{PreparedExec, EXIT_SETUP_FAILED};
@@ -24,13 +27,20 @@ use workload::{KernelInput, Workload};
 fn main() {
     install_panic_hook();
     mounts::mount_kernel_filesystems();
+    let kernel = KernelInput::from_process();
+    let exec_text = remount::requested(&kernel.env).map(|root| switch_to_block_root(&root));
     mounts::make_root_shared();
     net::bring_up_loopback();
     if net::tsi_enabled(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default()) {
         net::enable_tsi_dummy_interface();
     }
+    nics::configure_all(std::env::var(contract::keys::NET).ok().as_deref());
 
-    let workload = match workload::load(KernelInput::from_process()) {
+    let loaded = match exec_text {
+        Some(text) => workload::load_with_exec(kernel, text),
+        None => workload::load(kernel),
+    };
+    let workload = match loaded {
         Ok(workload) => workload,
         Err(err) => fail(&err),
     };
@@ -56,9 +66,30 @@ fn run(workload: &Workload) -> i32 {
         Err(err) => fail(&err),
     };
     match reaper::spawn(&prepared, &mask) {
-        Ok(child) => reaper::supervise(child, &mask),
+        Ok(child) => {
+            shutdown::watch(child);
+            reaper::supervise(child, &mask)
+        }
         Err(err) => fail(&format!("fork: {err}")),
     }
+}
+
+/// The remount root: keep the virtio-fs root for the exit status, read the exec file it
+/// holds, make the block device `/`, mount the kernel filesystems there. Returns the exec
+/// file's text. Any failure ends the VM with status 125, saying why.
+fn switch_to_block_root(root: &remount::BlockRoot) -> Option<String> {
+    if let Err(err) = report::keep_root() {
+        fail(&format!("remount root: {err}"));
+    }
+    let exec_text = match workload::read_exec_file() {
+        Ok(text) => text,
+        Err(err) => fail(&err),
+    };
+    if let Err(err) = remount::switch(root) {
+        fail(&err);
+    }
+    mounts::mount_kernel_filesystems();
+    exec_text
 }
 
 /// A panic in PID 1 would exit it and panic the kernel without a status for the VMM: report

@@ -48,13 +48,14 @@ pub fn enable_tsi_dummy_interface() {
     }
 }
 
-fn set_interface_up(name: &str) -> io::Result<()> {
+pub(crate) fn set_interface_up(name: &str) -> io::Result<()> {
     let sock = sys::Socket::inet()?;
     let flags = sock.flags(name)?;
     sock.set_flags(name, flags | libc::IFF_UP as libc::c_short)
 }
 
-mod sys {
+/// The interface ioctls init needs (also the DHCP client's, crate::nics).
+pub(crate) mod sys {
     use std::io;
 
     pub fn sethostname(name: &str) -> io::Result<()> {
@@ -133,20 +134,50 @@ mod sys {
             addr: [u8; 4],
         ) -> io::Result<()> {
             let mut req = ifreq(name)?;
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: 0,
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(addr),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_in and sockaddr have the same size on Linux; the union member
-            // is written whole from an initialised value.
-            req.ifr_ifru.ifru_addr =
-                unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) };
+            req.ifr_ifru.ifru_addr = sockaddr_in4(addr);
             self.ioctl(request, &mut req)
         }
+
+        pub fn set_mtu(&self, name: &str, mtu: u16) -> io::Result<()> {
+            let mut req = ifreq(name)?;
+            req.ifr_ifru.ifru_mtu = libc::c_int::from(mtu);
+            self.ioctl(libc::SIOCSIFMTU, &mut req)
+        }
+
+        /// A default route through `gateway` on `name` (SIOCADDRT).
+        pub fn add_default_route(&self, name: &str, gateway: [u8; 4]) -> io::Result<()> {
+            let dev = std::ffi::CString::new(name)
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            // SAFETY: rtentry is plain data (pointers may be null); all zeroes is valid.
+            let mut rt: libc::rtentry = unsafe { std::mem::zeroed() };
+            rt.rt_dst = sockaddr_in4([0; 4]);
+            rt.rt_genmask = sockaddr_in4([0; 4]);
+            rt.rt_gateway = sockaddr_in4(gateway);
+            rt.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
+            rt.rt_dev = dev.as_ptr() as *mut libc::c_char;
+            // SAFETY: SIOCADDRT reads one rtentry, which `rt` is; `dev` outlives the call.
+            let ret =
+                unsafe { libc::ioctl(self.0, libc::SIOCADDRT, &mut rt as *mut libc::rtentry) };
+            if ret < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    /// An AF_INET address as the generic sockaddr the interface and route ioctls take.
+    fn sockaddr_in4(addr: [u8; 4]) -> libc::sockaddr {
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(addr),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: sockaddr_in and sockaddr have the same size on Linux; every byte is set.
+        unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
     }
 }
 

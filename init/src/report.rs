@@ -27,8 +27,29 @@ pub enum ReportError {
     Ioctl(#[source] io::Error),
 }
 
+/// The virtio-fs root init opened before a remount root replaced it (see
+/// [`crate::remount`]): the exit code goes there, as `/` is then the block device.
+static KEPT_ROOT: std::sync::OnceLock<libc::c_int> = std::sync::OnceLock::new();
+
+/// Opens the current (virtio-fs) root and keeps it for [`report_exit_code`]; call before
+/// the root is replaced. The descriptor is close-on-exec: the workload never holds it.
+pub fn keep_root() -> Result<(), ReportError> {
+    let fs_type = sys::statfs_type(c"/").map_err(ReportError::Statfs)?;
+    if fs_type != FUSE_SUPER_MAGIC {
+        return Err(ReportError::NotVirtiofs(fs_type));
+    }
+    let root = sys::open_dir(c"/").map_err(ReportError::Open)?;
+    if KEPT_ROOT.set(root).is_err() {
+        sys::close(root);
+    }
+    Ok(())
+}
+
 /// Tells the VMM the workload's status. Failure changes nothing about shutting down.
 pub fn report_exit_code(code: i32) -> Result<(), ReportError> {
+    if let Some(&root) = KEPT_ROOT.get() {
+        return sys::ioctl_value(root, KRUN_EXIT_CODE_IOCTL, code).map_err(ReportError::Ioctl);
+    }
     let fs_type = sys::statfs_type(c"/").map_err(ReportError::Statfs)?;
     if fs_type != FUSE_SUPER_MAGIC {
         return Err(ReportError::NotVirtiofs(fs_type));

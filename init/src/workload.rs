@@ -128,7 +128,21 @@ pub struct Workload {
 /// is an error (the VMM wrote it, running something else would be wrong); a broken container
 /// config is only reported, as upstream ignores it.
 pub fn load(kernel: KernelInput) -> Result<Workload, WorkloadError> {
-    let exec_file = match read_optional(EXEC_PATH)? {
+    let exec_text = read_exec_file()?;
+    load_with_exec(kernel, exec_text)
+}
+
+/// The exec file's text, if the root has one (read before a remount root hides it).
+pub fn read_exec_file() -> Result<Option<String>, WorkloadError> {
+    read_optional(EXEC_PATH)
+}
+
+/// As [`load`], with the exec file's text already read.
+pub fn load_with_exec(
+    kernel: KernelInput,
+    exec_text: Option<String>,
+) -> Result<Workload, WorkloadError> {
+    let exec_file = match exec_text {
         Some(text) => Some(parse_exec_file(&text)?),
         None => None,
     };
