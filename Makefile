@@ -9,6 +9,7 @@
 #   make bench            ours against upstream libkrun (built from its crate into
 #                         target/bench-ref), interleaved, in one lab run (or directly)
 #   make lint             cargo fmt --check and clippy -D warnings
+#   make fuzz             the devices' fuzz harnesses with FUZZ_CASES cases each (default 20000)
 #   make header           regenerate include/libkrun.h with cbindgen
 #   make demo             run examples-c/chroot_vm with a busybox root (here, or in the lab)
 #   make clean
@@ -43,7 +44,7 @@ KRUNLAB := tests/lab/krunlab
 export CARGO_TARGET_DIR := $(TARGET)
 
 .PHONY: all lib header-check header pc examples install uninstall test test-unit \
-	test-harness test-install test-abi test-e2e bench lint demo clean FORCE
+	test-harness test-install test-abi test-e2e bench lint demo clean fuzz FORCE
 
 all: lib header-check pc examples
 
@@ -52,13 +53,14 @@ lib:
 
 # The exact "committed header == cbindgen output" check is crates/krun/tests/header.rs (part
 # of `make test`); here, cheaply: the header compiles on its own as C and C++, and it declares
-# exactly the krun_* functions the library exports.
+# exactly the krun_* functions (upstream's names) and krunrs_* functions (this
+# implementation's extensions, tests/abi/extensions.txt) the library exports.
 header-check: lib
 	@$(CC) -fsyntax-only -Wall -Wextra -Werror -x c $(HEADER)
 	@$(CXX) -fsyntax-only -Wall -Wextra -Werror -x c++ $(HEADER)
 	@diff -u --label "declared in $(HEADER)" --label "exported by libkrun.so" \
-		<($(CC) -E -P -x c $(HEADER) | grep -o '\bkrun_[a-z0-9_]*[[:space:]]*(' | tr -d '( \t' | sort -u) \
-		<(nm -D --defined-only $(LIB) | awk '$$3 ~ /^krun_/ {print $$3}' | sort -u) \
+		<($(CC) -E -P -x c $(HEADER) | grep -oE '\bkrun(rs)?_[a-z0-9_]*[[:space:]]*\(' | tr -d '( \t' | sort -u) \
+		<(nm -D --defined-only $(LIB) | awk '$$3 ~ /^krun(rs)?_/ {print $$3}' | sort -u) \
 		|| { echo "header-check: $(HEADER) and the library disagree (run 'make header'?)"; exit 1; }
 	@echo "header-check: $(HEADER) compiles and matches the library's exports"
 
@@ -144,6 +146,13 @@ test-e2e: all
 # BENCH_ROUNDS=3; sizes: BENCH_FS_MIB, BENCH_FILES, BENCH_NET_MIB (tests/bench/bench.sh).
 bench: all
 	tests/bench/run $(or $(BENCH_ROUNDS),3)
+
+# The property/fuzz harnesses of crates/devices (src/*/fuzz.rs) for longer than `cargo test`
+# runs them (64 cases each): minutes, not seconds. Release-optimized test build, so more
+# cases fit in the time.
+FUZZ_CASES ?= 20000
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p devices --lib fuzz
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -135,11 +135,88 @@ show_files() {
   for _f in "$1"/*.out "$1"/*.err "$1"/*.txt; do
     [ -s "$_f" ] || continue
     # NAME.txt (from guest) already holds NAME.out and NAME.err.
-    case $_f in *.out | *.err) [ ! -e "${_f%.*}.txt" ] || continue ;; esac
+    case $_f in
+      *.out | *.err) [ ! -e "${_f%.*}.txt" ] || continue ;;
+      */vm-hang.txt) continue ;;
+    esac
     echo "#   --- ${_f##*/} (last lines)"
     tail -n 12 "$_f" | sed 's/^/#   /'
   done
+  if [ -s "$1/vm-hang.txt" ]; then
+    echo "#   --- the VMMs still running shortly before a timeout (vm-hang.txt)"
+    head -n 80 "$1/vm-hang.txt" | sed 's/^/#   /'
+  fi
+  # What the host kernel said meanwhile (in the lab: soft lockups, KVM's own errors), since
+  # a guest that dies or hangs without a word may have been stopped by the host.
+  if [ -n "${T0_KMSG:-}" ] && dmesg >/dev/null 2>&1; then
+    _new=$(dmesg | awk -v t="$T0_KMSG" '{ s = $0; sub(/^\[ */, "", s); sub(/\].*/, "", s); if (s + 0 >= t) print }' | tail -n 8)
+    [ -z "$_new" ] || { echo "#   --- host kernel messages during the case"; printf '%s\n' "$_new" | sed 's/^/#   /'; }
+  fi
 }
+
+# What every running VMM (a process with a vcpu* thread) is doing: each thread's state, wait
+# channel and kernel stack, and KVM's exit counters for its vCPUs twice, 2 s apart. A hang then
+# says whether the guest still ran (exits grow: it waits for something), the host's KVM was
+# stuck (no exits, a vCPU thread running in the kernel), or a VMM thread was blocked.
+vm_hang_dump() {
+  [ -d /sys/kernel/debug/kvm ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null
+  for _p in /proc/[0-9]*; do
+    grep -q '^vcpu' "$_p"/task/*/comm 2>/dev/null || continue
+    _pid=${_p##*/}
+    echo "pid $_pid: $(tr '\0' ' ' <"$_p/cmdline" | head -c 160)"
+    for _t in "$_p"/task/*; do
+      _w=$(cat "$_t/wchan" 2>/dev/null)
+      echo "  task ${_t##*/} $(cat "$_t/comm") state $(awk '{print $3, "utime", $14, "stime", $15}' "$_t/stat") wchan $_w"
+      # A worker idle in epoll_wait says it all in its wait channel.
+      [ "$_w" = do_epoll_wait ] || sed -n '1,8s/^/    /p' "$_t/stack" 2>/dev/null
+    done
+    for _round in 1 2; do
+      for _v in /sys/kernel/debug/kvm/"$_pid"-*; do
+        [ -d "$_v" ] || continue
+        _c=
+        for _k in exits halt_exits halt_wakeup irq_injections irq_exits io_exits mmio_exits signal_exits; do
+          [ -r "$_v/$_k" ] && _c="$_c $_k=$(cat "$_v/$_k" 2>/dev/null)"
+        done
+        echo "  kvm ${_v##*/kvm/} (round $_round):$_c"
+      done
+      [ "$_round" -eq 1 ] || break
+      sleep 2
+      for _t in "$_p"/task/*; do
+        echo "  task ${_t##*/} $(cat "$_t/comm") after 2 s: state $(awk '{print $3, "utime", $14, "stime", $15}' "$_t/stat")"
+      done
+    done
+  done
+}
+
+# Shadows timeout(1) for the cases: 8 s before a run of 20 s or more would be stopped, the
+# state of the running VMMs goes to vm-hang.txt in the case's directory (shown on failure).
+timeout() {
+  _to_secs= _to_prev=
+  for _to_a in "$@"; do
+    if [ "$_to_prev" != -k ] && [ "$_to_prev" != -s ]; then
+      case $_to_a in -*) ;; *[!0-9]* | '') break ;; *) _to_secs=$_to_a; break ;; esac
+    fi
+    _to_prev=$_to_a
+  done
+  if [ -z "$_to_secs" ] || [ "$_to_secs" -lt 20 ]; then
+    command timeout "$@"
+    return
+  fi
+  (
+    trap 'kill "$_to_sleep" 2>/dev/null; exit 0' TERM
+    sleep $((_to_secs - 8)) &
+    _to_sleep=$!
+    wait "$_to_sleep" && vm_hang_dump >>"$PWD/vm-hang.txt" 2>&1
+  ) &
+  _to_watch=$!
+  command timeout "$@"
+  _to_rc=$?
+  kill "$_to_watch" 2>/dev/null
+  return "$_to_rc"
+}
+
+# The host kernel's clock (seconds, as dmesg stamps it), to pick the messages of one case.
+kmsg_now() { awk '{ print $1 }' /proc/uptime 2>/dev/null; }
 
 for f in "$HERE"/cases/*.sh; do
   . "$f"
@@ -152,6 +229,29 @@ fi
 [ $# -gt 0 ] && CASES=$*
 [ -x "$VMTEST" ] || { echo "not ok - setup: $VMTEST is not built"; echo "0 passed, 1 failed"; exit 1; }
 
+# Whether a failed case's directory $1 shows a guest that died or hung without a verdict: a
+# VM still running at its timeout (vm-hang.txt) or a triple fault. In the lab (nested AMD-V
+# under TCG) about one guest in a few hundred ends that way, in cases that pass hundreds of
+# times otherwise, with the cause not found yet (README, known gaps). Such a case runs once
+# more and both tries are reported; `make test` counts them. A guest that ran to its end with
+# a wrong result is never retried.
+guest_died() {
+  [ -s "$1/vm-hang.txt" ] || grep -a -q -s -e 'triple-faulted' "$1"/*.err "$1"/*.txt
+}
+
+# Runs case $1 in a fresh directory; sets rc, t and why.
+run_case() {
+  dir=$WORK/$1
+  rm -rf "$dir" "$WORK/.why"
+  mkdir -p "$dir"
+  t0=$(date +%s)
+  T0_KMSG=$(kmsg_now)
+  (cd "$dir" && "case_$1")
+  rc=$?
+  t=$(($(date +%s) - t0))s
+  why=$(cat "$WORK/.why" 2>/dev/null)
+}
+
 passed=0
 failed=0
 for name in $CASES; do
@@ -160,19 +260,21 @@ for name in $CASES; do
     failed=$((failed + 1))
     continue
   fi
-  dir=$WORK/$name
-  rm -rf "$dir" "$WORK/.why"
-  mkdir -p "$dir"
-  t0=$(date +%s)
-  (cd "$dir" && "case_$name")
-  rc=$?
-  t=$(($(date +%s) - t0))s
-  why=$(cat "$WORK/.why" 2>/dev/null)
+  run_case "$name"
+  retried=
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ] && guest_died "$dir"; then
+    echo "# $name: a guest died or hung in the first try ($t): ${why:-exited $rc}"
+    show_files "$dir"
+    rm -rf "$WORK/$name.try1"
+    mv "$dir" "$WORK/$name.try1"
+    retried=" # retried once: the first try's guest died or hung"
+    run_case "$name"
+  fi
   case $rc in
-    0) echo "ok - $name ($t)"; passed=$((passed + 1)) ;;
+    0) echo "ok - $name ($t)$retried"; passed=$((passed + 1)) ;;
     77) echo "ok - $name # SKIP $why"; passed=$((passed + 1)) ;;
     *)
-      echo "not ok - $name ($t): ${why:-exited $rc}"
+      echo "not ok - $name ($t): ${why:-exited $rc}${retried:+ (second try)}"
       show_files "$dir"
       failed=$((failed + 1))
       ;;

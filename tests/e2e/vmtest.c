@@ -37,6 +37,14 @@
  *                        PATH must not contain ':')
  *   --nested             krun_set_nested_virt(ctx, true)
  *   --pid-file=F         write this process's id (the VMM's) to F before the VM starts
+ * Issue 16 (machine2):
+ *   --shutdown-on=F      krun_get_shutdown_eventfd(); a forked helper writes 1 to the eventfd
+ *                        once file F exists (the guest creates it on its root share), then
+ *                        creates F.sent
+ *   --kernel=PATH        krun_set_kernel(PATH, --kernel-format, --initramfs, --kernel-cmdline)
+ *   --kernel-format=N    KRUN_KERNEL_FORMAT_* (default 1, ELF)
+ *   --initramfs=PATH, --kernel-cmdline=TEXT  (default NULL each)
+ *   --smbios-oem=TEXT    one SMBIOS OEM string (repeatable, in order): krun_set_smbios_oem_strings
  * Consoles (issue #9), applied in the order given:
  *   --disable-implicit-console   krun_disable_implicit_console
  *   --kernel-console=NAME        krun_set_kernel_console(NAME)
@@ -49,10 +57,36 @@
  *                                process serves: each line read comes back with PING -> PONG
  *   --port-tty=NAME:FD           krun_add_console_port_tty(NAME, FD)
  *   --serial=IN:OUT              krun_add_serial_console_default with those fd numbers
+ *   --disk=ID:FORMAT:FLAGS:PATH  a disk (issue 13): krun_add_disk3(ID, PATH, FORMAT raw|qcow2|vmdk,
+ *                        FLAGS a comma list of ro, direct, sync-none|sync-relaxed|sync-full, or
+ *                        "-"); with FLAGS "legacy", krun_add_disk(ID, PATH, false) (repeatable)
+ *   --root-disk-remount=DEVICE[:FSTYPE[:OPTIONS]]  krun_set_root_disk_remount (FSTYPE "" = NULL)
+ *   --root-disk=PATH     krun_set_root_disk(PATH)
+ *   Shares and virtual entries (issue 15), applied in the order given, after --virtiofs:
+ *   --disable-implicit-init      krun_disable_implicit_init
+ *   --fs-null=TAG                krun_add_virtiofs3(TAG, NULL, 0, false): a NullFs share
+ *   --virtiofs4=TAG:PATH:SEM     krun_add_virtiofs4(TAG, PATH, 0, false, SEM)
+ *   --virtiofs2=TAG:PATH:SHM     krun_add_virtiofs2(TAG, PATH, SHM): a share with a DAX window
+ *                                of SHM bytes
+ *   --overlay-dir=TAG:PATH:MODE  krun_fs_add_overlay_dir (MODE in octal)
+ *   --overlay-file=TAG:PATH:HOSTFILE:MODE[:oneshot]  krun_fs_add_overlay_file with the bytes
+ *                                of HOSTFILE (MODE in octal)
+ *   --overlay-init=TAG           krun_get_default_init, then that init as a one-shot
+ *                                overlay file "init.krun", mode 0100755 (upstream's augmentfs)
+ *   --overlay-root=DIR[:DIR]...  krun_set_overlayfs_root with these layers, lowest first
  *   --try-net=KIND:ARG   call a network setter (passt:FD krun_set_passt_fd, gvproxy:PATH
  *                        krun_set_gvproxy_path, unixstream:PATH krun_add_net_unixstream,
  *                        tap:NAME krun_add_net_tap), print "CALL: RET (text)" on stdout and
  *                        go on whatever it returned (issue 10: the VM must keep TSI)
+ * virtio-net (issue 14), in the order given:
+ *   --net=KIND:ARG[:MAC[:FEATURES[:FLAGS]]]  add an interface (repeatable). KIND: stream
+ *                        (krun_add_net_unixstream on path ARG), stream-fd (vmtest connects to
+ *                        ARG, retrying a refused connection for 10 s, and passes the fd), gram / gram-fd (krun_add_net_unixgram, the
+ *                        same two ways; gram-fd autobinds its socket), tap (ARG is the name),
+ *                        passt-fd (krun_set_passt_fd with a connection to ARG), gvproxy
+ *                        (krun_set_gvproxy_path), stream-both (path ARG and fd 0), stream-none
+ *                        (neither). MAC: 12 hex digits (default 5a94efe40cee), FEATURES: a
+ *                        number or "compat", FLAGS: a number (1 VFKIT, 2 DHCP_CLIENT)
  *   -- COMMAND ARGS...   krun_set_exec(COMMAND, ARGS, envp). Without a command (or with
  *                        --no-exec) krun_set_exec is not called: the workload then comes
  *                        from the root's /.krun_config.json (crun style).
@@ -71,6 +105,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -110,8 +145,21 @@ struct options {
     char *consoles[MAX_LIST]; /* console options, "K:VALUE" with K the option's letter */
     int console_count;
     const char *try_net; /* --try-net=KIND:ARG; NULL if not given */
+    char *nets[MAX_LIST]; /* --net specs, split in add_net() */
+    int net_count;
     int nested;
+    const char *shutdown_on;
+    const char *kernel, *initramfs, *kernel_cmdline;
+    long kernel_format;
+    char *disks[MAX_LIST]; /* --disk specs, split in configure_disks() */
+    int disk_count;
+    char *root_disk_remount;
+    const char *root_disk;
+    char *fs_opts[MAX_LIST]; /* issue 15 options, "K:VALUE" with K the option's letter */
+    int fs_opt_count;
     char *const *exec_argv; /* NULL-terminated, [0] is the command; NULL if none */
+    const char *smbios_oem[MAX_LIST + 1]; /* --smbios-oem strings, NULL-terminated */
+    int smbios_oem_count;
 };
 
 static void usage(void)
@@ -125,6 +173,9 @@ static void usage(void)
             "              [--port-map=HOST:GUEST]... [--empty-port-map]\n"
             "              [--vsock-port=PORT:PATH[:listen]]... [--pid-file=FILE] [--try-net=KIND:ARG]\n"
             "              [--vsock-port=PORT:PATH[:listen]]... [--pid-file=FILE] [--nested]\n"
+            "              [--shutdown-on=FILE] [--kernel=PATH] [--kernel-format=N]\n"
+            "              [--initramfs=PATH] [--kernel-cmdline=TEXT]\n"
+            "              [--smbios-oem=TEXT]...\n"
             "              [--no-exec] [-- COMMAND [ARGS...]]\n");
     exit(2);
 }
@@ -167,6 +218,107 @@ static void try_net(uint32_t id, const char *spec)
         exit(2);
     }
     printf("%s: %d (%s)\n", call, ret, ret < 0 ? strerror(-ret) : "no error");
+}
+
+static long parse_number(const char *text, const char *what);
+
+/* A unix socket of `type` connected to `path` (SOCK_DGRAM ones autobound first, so the peer
+ * can answer); exits 2 when that fails. */
+static int connect_unix(const char *path, int type)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path) {
+        fprintf(stderr, "vmtest: --net: socket path too long: %s\n", path);
+        exit(2);
+    }
+    strcpy(sa.sun_path, path);
+    /* A server that just created its socket may not listen yet: retry ECONNREFUSED. */
+    for (int tries = 0;; tries++) {
+        int fd = socket(AF_UNIX, type, 0);
+        if (fd < 0) {
+            fprintf(stderr, "vmtest: --net: socket: %s\n", strerror(errno));
+            exit(2);
+        }
+        sa_family_t family = AF_UNIX;
+        if (type == SOCK_DGRAM && bind(fd, (struct sockaddr *)&family, sizeof family) < 0) {
+            fprintf(stderr, "vmtest: --net: autobind: %s\n", strerror(errno));
+            exit(2);
+        }
+        if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0)
+            return fd;
+        if (errno != ECONNREFUSED || tries == 100) {
+            fprintf(stderr, "vmtest: --net: connect %s: %s\n", path, strerror(errno));
+            exit(2);
+        }
+        close(fd);
+        usleep(100000);
+    }
+}
+
+/* --net=KIND:ARG[:MAC[:FEATURES[:FLAGS]]]: one interface; a refused call exits 2. */
+static void add_net(uint32_t id, char *spec)
+{
+    uint8_t mac[6] = {0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xee};
+    char *fields[5] = {NULL};
+    int n = 0;
+    for (char *save = NULL, *tok = strtok_r(spec, ":", &save); tok && n < 5;
+         tok = strtok_r(NULL, ":", &save))
+        fields[n++] = tok;
+    if (n < 2) {
+        fprintf(stderr, "vmtest: --net: KIND:ARG[:MAC[:FEATURES[:FLAGS]]]\n");
+        exit(2);
+    }
+    const char *kind = fields[0], *arg = fields[1];
+    if (n > 2 && strcmp(fields[2], "-") != 0) {
+        unsigned v[6];
+        if (strlen(fields[2]) != 12 || sscanf(fields[2], "%2x%2x%2x%2x%2x%2x", &v[0], &v[1],
+                                              &v[2], &v[3], &v[4], &v[5]) != 6) {
+            fprintf(stderr, "vmtest: --net: MAC '%s' is not 12 hex digits\n", fields[2]);
+            exit(2);
+        }
+        for (int i = 0; i < 6; i++)
+            mac[i] = (uint8_t)v[i];
+    }
+    uint32_t features = 0, flags = 0;
+    if (n > 3)
+        features = strcmp(fields[3], "compat") == 0
+                       ? COMPAT_NET_FEATURES
+                       : (uint32_t)parse_number(fields[3], "--net features");
+    if (n > 4)
+        flags = (uint32_t)parse_number(fields[4], "--net flags");
+    if (strcmp(kind, "stream") == 0)
+        check(krun_add_net_unixstream(id, arg, -1, mac, features, flags),
+              "krun_add_net_unixstream");
+    else if (strcmp(kind, "stream-fd") == 0)
+        check(krun_add_net_unixstream(id, NULL, connect_unix(arg, SOCK_STREAM), mac, features,
+                                      flags),
+              "krun_add_net_unixstream");
+    else if (strcmp(kind, "stream-both") == 0)
+        check(krun_add_net_unixstream(id, arg, 0, mac, features, flags),
+              "krun_add_net_unixstream");
+    else if (strcmp(kind, "stream-none") == 0)
+        check(krun_add_net_unixstream(id, NULL, -1, mac, features, flags),
+              "krun_add_net_unixstream");
+    else if (strcmp(kind, "gram") == 0)
+        check(krun_add_net_unixgram(id, arg, -1, mac, features, flags), "krun_add_net_unixgram");
+    else if (strcmp(kind, "gram-fd") == 0)
+        check(krun_add_net_unixgram(id, NULL, connect_unix(arg, SOCK_DGRAM), mac, features,
+                                    flags),
+              "krun_add_net_unixgram");
+    else if (strcmp(kind, "tap") == 0)
+        check(krun_add_net_tap(id, (char *)arg, mac, features, flags), "krun_add_net_tap");
+    else if (strcmp(kind, "passt-fd") == 0) {
+        check(krun_set_passt_fd(id, connect_unix(arg, SOCK_STREAM)), "krun_set_passt_fd");
+        if (n > 2)
+            check(krun_set_net_mac(id, mac), "krun_set_net_mac");
+    } else if (strcmp(kind, "gvproxy") == 0) {
+        check(krun_set_gvproxy_path(id, (char *)arg), "krun_set_gvproxy_path");
+        if (n > 2)
+            check(krun_set_net_mac(id, mac), "krun_set_net_mac");
+    } else {
+        fprintf(stderr, "vmtest: --net: unknown kind '%s'\n", kind);
+        exit(2);
+    }
 }
 
 static long parse_number(const char *text, const char *what)
@@ -214,7 +366,25 @@ static void parse(int argc, char **argv, struct options *o)
         {"port-tty", required_argument, NULL, 1006},
         {"serial", required_argument, NULL, 1007},
         {"try-net", required_argument, NULL, 'T'},
+        {"net", required_argument, NULL, 1400},
         {"nested", no_argument, NULL, 'n'},
+        {"shutdown-on", required_argument, NULL, 1100},
+        {"kernel", required_argument, NULL, 1101},
+        {"kernel-format", required_argument, NULL, 1102},
+        {"initramfs", required_argument, NULL, 1103},
+        {"kernel-cmdline", required_argument, NULL, 1104},
+        {"disk", required_argument, NULL, 1200},
+        {"root-disk-remount", required_argument, NULL, 1201},
+        {"root-disk", required_argument, NULL, 1202},
+        {"disable-implicit-init", no_argument, NULL, 1300},
+        {"fs-null", required_argument, NULL, 1301},
+        {"virtiofs4", required_argument, NULL, 1302},
+        {"overlay-dir", required_argument, NULL, 1303},
+        {"overlay-file", required_argument, NULL, 1304},
+        {"overlay-init", required_argument, NULL, 1305},
+        {"overlay-root", required_argument, NULL, 1306},
+        {"virtiofs2", required_argument, NULL, 1307},
+        {"smbios-oem", required_argument, NULL, 1500},
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof(*o));
@@ -224,6 +394,7 @@ static void parse(int argc, char **argv, struct options *o)
     o->uid = -1;
     o->gid = -1;
     o->add_vsock = -1;
+    o->kernel_format = 1;
 
     if (argc < 2)
         usage();
@@ -306,7 +477,49 @@ static void parse(int argc, char **argv, struct options *o)
             break;
         }
         case 'T': o->try_net = optarg; break;
+        case 1400:
+            if (o->net_count == MAX_LIST) {
+                fprintf(stderr, "vmtest: more than %d --net options\n", MAX_LIST);
+                exit(2);
+            }
+            o->nets[o->net_count++] = optarg;
+            break;
         case 'n': o->nested = 1; break;
+        case 1100: o->shutdown_on = optarg; break;
+        case 1101: o->kernel = optarg; break;
+        case 1102: o->kernel_format = parse_number(optarg, "--kernel-format"); break;
+        case 1103: o->initramfs = optarg; break;
+        case 1104: o->kernel_cmdline = optarg; break;
+        case 1200:
+            if (o->disk_count == MAX_LIST) {
+                fprintf(stderr, "vmtest: more than %d --disk options\n", MAX_LIST);
+                exit(2);
+            }
+            o->disks[o->disk_count++] = optarg;
+            break;
+        case 1500:
+            if (o->smbios_oem_count == MAX_LIST) {
+                fprintf(stderr, "vmtest: more than %d --smbios-oem options\n", MAX_LIST);
+                exit(2);
+            }
+            o->smbios_oem[o->smbios_oem_count++] = optarg;
+            break;
+        case 1201: o->root_disk_remount = optarg; break;
+        case 1202: o->root_disk = optarg; break;
+        case 1300: case 1301: case 1302: case 1303: case 1304: case 1305: case 1306:
+        case 1307: {
+            if (o->fs_opt_count == MAX_LIST) {
+                fprintf(stderr, "vmtest: more than %d share/overlay options\n", MAX_LIST);
+                exit(2);
+            }
+            size_t n = strlen(optarg ? optarg : "") + 3;
+            char *spec = malloc(n);
+            if (spec == NULL)
+                exit(2);
+            snprintf(spec, n, "%c:%s", (char)('a' + opt - 1300), optarg ? optarg : "");
+            o->fs_opts[o->fs_opt_count++] = spec;
+            break;
+        }
         default: usage();
         }
     }
@@ -440,6 +653,180 @@ static void configure_consoles(struct options *o, uint32_t id)
     }
 }
 
+/* Cut *s at the next ':' and return the piece before it; NULL once nothing is left. */
+static char *next_field(char **s)
+{
+    char *field = *s;
+    if (field == NULL)
+        return NULL;
+    char *colon = strchr(field, ':');
+    if (colon != NULL)
+        *colon++ = '\0';
+    *s = colon;
+    return field;
+}
+
+/* --disk and --root-disk-remount (issue 13). */
+static void configure_disks(struct options *o, uint32_t id)
+{
+    for (int i = 0; i < o->disk_count; i++) {
+        char *rest = o->disks[i];
+        char *disk_id = next_field(&rest);
+        char *format = next_field(&rest);
+        char *flags = next_field(&rest);
+        char *path = rest;
+        if (format == NULL || flags == NULL || path == NULL) {
+            fprintf(stderr, "vmtest: --disk: ID:FORMAT:FLAGS:PATH\n");
+            exit(2);
+        }
+        if (strcmp(flags, "legacy") == 0) {
+            check(krun_add_disk(id, disk_id, path, false), "krun_add_disk");
+            continue;
+        }
+        uint32_t fmt = strcmp(format, "qcow2") == 0  ? KRUN_DISK_FORMAT_QCOW2
+                       : strcmp(format, "vmdk") == 0 ? KRUN_DISK_FORMAT_VMDK
+                       : strcmp(format, "raw") == 0  ? KRUN_DISK_FORMAT_RAW
+                                                     : 99;
+        bool ro = false, direct = false;
+        uint32_t sync = KRUN_SYNC_RELAXED;
+        for (char *f = strtok(flags, ","); f != NULL; f = strtok(NULL, ",")) {
+            if (strcmp(f, "ro") == 0) ro = true;
+            else if (strcmp(f, "direct") == 0) direct = true;
+            else if (strcmp(f, "sync-none") == 0) sync = KRUN_SYNC_NONE;
+            else if (strcmp(f, "sync-relaxed") == 0) sync = KRUN_SYNC_RELAXED;
+            else if (strcmp(f, "sync-full") == 0) sync = KRUN_SYNC_FULL;
+            else if (strcmp(f, "-") != 0) {
+                fprintf(stderr, "vmtest: --disk: unknown flag '%s'\n", f);
+                exit(2);
+            }
+        }
+        check(krun_add_disk3(id, disk_id, path, fmt, ro, direct, sync), "krun_add_disk3");
+    }
+    if (o->root_disk)
+        check(krun_set_root_disk(id, o->root_disk), "krun_set_root_disk");
+    if (o->root_disk_remount) {
+        char *rest = o->root_disk_remount;
+        char *device = next_field(&rest);
+        char *fstype = next_field(&rest);
+        char *options = rest;
+        check(krun_set_root_disk_remount(id, device, fstype && *fstype ? fstype : NULL, options),
+              "krun_set_root_disk_remount");
+    }
+}
+
+/* The whole of a host file, for --overlay-file; kept for the VM's life. */
+static uint8_t *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL || fseek(f, 0, SEEK_END) != 0) {
+        fprintf(stderr, "vmtest: --overlay-file: cannot read %s\n", path);
+        exit(2);
+    }
+    long size = ftell(f);
+    rewind(f);
+    uint8_t *data = malloc(size > 0 ? (size_t)size : 1);
+    if (size < 0 || data == NULL || fread(data, 1, (size_t)size, f) != (size_t)size) {
+        fprintf(stderr, "vmtest: --overlay-file: cannot read %s\n", path);
+        exit(2);
+    }
+    fclose(f);
+    *len = (size_t)size;
+    return data;
+}
+
+/* The next ':'-separated field of *rest (the rest of the text if it is the last one). */
+static char *field(char **rest, const char *what)
+{
+    char *start = *rest;
+    if (start == NULL) {
+        fprintf(stderr, "vmtest: %s: too few ':'-separated fields\n", what);
+        exit(2);
+    }
+    char *colon = strchr(start, ':');
+    if (colon != NULL)
+        *colon++ = '\0';
+    *rest = colon;
+    return start;
+}
+
+static uint32_t octal(const char *text, const char *what)
+{
+    char *end = NULL;
+    unsigned long v = strtoul(text, &end, 8);
+    if (end == text || *end != '\0') {
+        fprintf(stderr, "vmtest: %s: not an octal mode: '%s'\n", what, text);
+        exit(2);
+    }
+    return (uint32_t)v;
+}
+
+/* Issue 15's options, in the order given. */
+static void configure_fs(struct options *o, uint32_t id)
+{
+    for (int i = 0; i < o->fs_opt_count; i++) {
+        char kind = o->fs_opts[i][0];
+        char *rest = o->fs_opts[i] + 2;
+        switch (kind) {
+        case 'a':
+            check(krun_disable_implicit_init(id), "krun_disable_implicit_init");
+            break;
+        case 'b':
+            check(krun_add_virtiofs3(id, rest, NULL, 0, false), "krun_add_virtiofs3(NULL)");
+            break;
+        case 'c': {
+            char *tag = field(&rest, "--virtiofs4");
+            char *path = field(&rest, "--virtiofs4");
+            long sem = parse_number(field(&rest, "--virtiofs4"), "--virtiofs4");
+            check(krun_add_virtiofs4(id, tag, path, 0, false, (uint32_t)sem), "krun_add_virtiofs4");
+            break;
+        }
+        case 'd': {
+            char *tag = field(&rest, "--overlay-dir");
+            char *path = field(&rest, "--overlay-dir");
+            uint32_t mode = octal(field(&rest, "--overlay-dir"), "--overlay-dir");
+            check(krun_fs_add_overlay_dir(id, tag, path, mode), "krun_fs_add_overlay_dir");
+            break;
+        }
+        case 'e': {
+            char *tag = field(&rest, "--overlay-file");
+            char *path = field(&rest, "--overlay-file");
+            char *host = field(&rest, "--overlay-file");
+            uint32_t mode = octal(field(&rest, "--overlay-file"), "--overlay-file");
+            bool one_shot = rest != NULL && strcmp(rest, "oneshot") == 0;
+            size_t len = 0;
+            uint8_t *data = slurp(host, &len);
+            check(krun_fs_add_overlay_file(id, tag, path, data, len, mode, one_shot),
+                  "krun_fs_add_overlay_file");
+            break;
+        }
+        case 'f': {
+            const uint8_t *init = NULL;
+            size_t len = 0;
+            check(krun_get_default_init(&init, &len), "krun_get_default_init");
+            check(krun_fs_add_overlay_file(id, rest, "init.krun", init, len, 0100755, true),
+                  "krun_fs_add_overlay_file(init.krun)");
+            break;
+        }
+        case 'g': {
+            const char *layers[MAX_LIST + 1];
+            int n = 0;
+            while (rest != NULL && n < MAX_LIST)
+                layers[n++] = field(&rest, "--overlay-root");
+            layers[n] = NULL;
+            check(krun_set_overlayfs_root(id, layers), "krun_set_overlayfs_root");
+            break;
+        }
+        case 'h': {
+            char *tag = field(&rest, "--virtiofs2");
+            char *path = field(&rest, "--virtiofs2");
+            long shm = parse_number(field(&rest, "--virtiofs2"), "--virtiofs2");
+            check(krun_add_virtiofs2(id, tag, path, (uint64_t)shm), "krun_add_virtiofs2");
+            break;
+        }
+        }
+    }
+}
+
 /* Create a context and apply every option; returns the context id. */
 static uint32_t configure(struct options *o)
 {
@@ -475,6 +862,7 @@ static uint32_t configure(struct options *o)
             check(krun_add_virtiofs(id, tag, path), "krun_add_virtiofs");
         }
     }
+    configure_fs(o, id);
     /* Order matters: bridges and the port map need the vsock device that --add-vsock adds. */
     if (o->disable_implicit_vsock)
         check(krun_disable_implicit_vsock(id), "krun_disable_implicit_vsock");
@@ -501,8 +889,11 @@ static uint32_t configure(struct options *o)
               "krun_add_vsock_port2");
     }
     configure_consoles(o, id);
+    configure_disks(o, id);
     if (o->try_net)
         try_net(id, o->try_net);
+    for (int i = 0; i < o->net_count; i++)
+        add_net(id, o->nets[i]);
     if (o->nested)
         check(krun_set_nested_virt(id, true), "krun_set_nested_virt");
     if (o->workdir)
@@ -526,11 +917,51 @@ static uint32_t configure(struct options *o)
     return id;
 }
 
+/* --shutdown-on: a child that waits for FILE, then asks the VM to shut down through the
+ * eventfd it inherits; it dies with the VMM. */
+static void start_shutdown_helper(uint32_t ctx, const char *file)
+{
+    int fd = krun_get_shutdown_eventfd(ctx);
+    check(fd, "krun_get_shutdown_eventfd");
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("vmtest: fork");
+        exit(2);
+    }
+    if (pid > 0)
+        return;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(0);
+    while (access(file, F_OK) != 0)
+        usleep(20 * 1000);
+    uint64_t one = 1;
+    if (write(fd, &one, sizeof(one)) != (ssize_t)sizeof(one)) {
+        perror("vmtest: write to the shutdown eventfd");
+        _exit(1);
+    }
+    char sent[4096];
+    snprintf(sent, sizeof(sent), "%s.sent", file);
+    int s = open(sent, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (s >= 0)
+        close(s);
+    _exit(0);
+}
+
 int main(int argc, char **argv)
 {
     struct options o;
     parse(argc, argv, &o);
     uint32_t ctx = configure(&o);
+    if (o.kernel)
+        check(krun_set_kernel(ctx, o.kernel, (uint32_t)o.kernel_format, o.initramfs,
+                              o.kernel_cmdline),
+              "krun_set_kernel");
+    if (o.smbios_oem_count > 0)
+        check(krun_set_smbios_oem_strings(ctx, o.smbios_oem), "krun_set_smbios_oem_strings");
+    if (o.shutdown_on)
+        start_shutdown_helper(ctx, o.shutdown_on);
     if (o.pid_file) {
         FILE *f = fopen(o.pid_file, "w");
         if (f == NULL || fprintf(f, "%ld\n", (long)getpid()) < 0 || fclose(f) != 0) {
