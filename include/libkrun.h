@@ -840,11 +840,12 @@ int32_t krun_add_vsock(uint32_t ctx_id, uint32_t tsi_features);
 
 /**
  * Limits which destinations guest sockets may reach through TSI (microsandbox's
- * extension): `c_ip` an address or NULL, `c_subnet` an `ADDR/PREFIX` network or NULL,
- * `scope` 0 to 3 (none, group, public, any). The IP does not change what is allowed here
- * (only the subnet and scope do): a non-NULL `c_ip` is checked, then ignored with a
- * warning. Returns 0, -ENOENT for an unknown context, -EINVAL for non-UTF-8 text, a
- * malformed address or subnet, or a scope above 3.
+ * extension): `c_ip` the guest's IPv4 address or NULL, `c_subnet` an `ADDR/PREFIX` network
+ * or NULL, `scope` 0 to 3 (none, group, public, any). The guest's TSI interface carries
+ * `c_ip` (with the subnet's prefix when it lies in it, else /32), and guest listeners are
+ * then exposed only when bound to it or to the wildcard; scope 0 exposes none. Returns 0,
+ * -ENOENT for an unknown context, -EINVAL for non-UTF-8 text, a malformed or non-IPv4
+ * address, a malformed subnet, or a scope above 3.
  *
  * # Safety
  * `c_ip` and `c_subnet` are NULL or NUL-terminated.

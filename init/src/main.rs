@@ -32,7 +32,8 @@ fn main() {
     mounts::make_root_shared();
     net::bring_up_loopback();
     if net::tsi_enabled(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default()) {
-        net::enable_tsi_dummy_interface();
+        let tsi_ip = std::env::var(contract::keys::TSI_IP).ok();
+        net::enable_tsi_dummy_interface(net::tsi_address(tsi_ip.as_deref()));
     }
     nics::configure_all(std::env::var(contract::keys::NET).ok().as_deref());
 

@@ -27,10 +27,28 @@ pub fn tsi_enabled(cmdline: &str) -> bool {
         .any(|word| word == "tsi_hijack")
 }
 
+/// The address `dummy0` gets: `KRUN_TSI_IP`'s (`krun_set_tsi_scope`'s IP) when given and
+/// well-formed, else [`TSI_DUMMY_ADDR`]/24 as upstream. A malformed value is reported once
+/// and the default is used.
+pub fn tsi_address(value: Option<&str>) -> ([u8; 4], [u8; 4]) {
+    if let Some(text) = value {
+        match contract::tsi_ip::parse(text) {
+            Some((addr, prefix)) => {
+                return (addr.octets(), contract::tsi_ip::netmask(prefix).octets());
+            }
+            None => crate::diag!(
+                "ignoring {}={text:?}: not A.B.C.D/PREFIX",
+                contract::keys::TSI_IP
+            ),
+        }
+    }
+    (TSI_DUMMY_ADDR, TSI_DUMMY_NETMASK)
+}
+
 /// With TSI (issue #5) programs that probe for a configured interface before connecting
-/// must see one: bring up `dummy0` with [`TSI_DUMMY_ADDR`]/24, as upstream does. A kernel
+/// must see one: bring up `dummy0` with `addr`/`netmask` ([`tsi_address`]). A kernel
 /// without the dummy driver (ENODEV) is normal and silent.
-pub fn enable_tsi_dummy_interface() {
+pub fn enable_tsi_dummy_interface((addr, netmask): ([u8; 4], [u8; 4])) {
     match set_interface_up("dummy0") {
         Ok(()) => {}
         Err(err) if err.raw_os_error() == Some(libc::ENODEV) => return,
@@ -40,8 +58,8 @@ pub fn enable_tsi_dummy_interface() {
         }
     }
     let result = sys::Socket::inet().and_then(|sock| {
-        sock.set_ipv4(libc::SIOCSIFADDR, "dummy0", TSI_DUMMY_ADDR)?;
-        sock.set_ipv4(libc::SIOCSIFNETMASK, "dummy0", TSI_DUMMY_NETMASK)
+        sock.set_ipv4(libc::SIOCSIFADDR, "dummy0", addr)?;
+        sock.set_ipv4(libc::SIOCSIFNETMASK, "dummy0", netmask)
     });
     if let Err(err) = result {
         crate::diag!("cannot configure dummy0: {}", crate::exec::describe(&err));
@@ -184,6 +202,19 @@ pub(crate) mod sys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tsi_address_from_krun_tsi_ip_or_upstreams_default() {
+        assert_eq!(
+            tsi_address(Some("10.0.2.15/24")),
+            ([10, 0, 2, 15], [255, 255, 255, 0])
+        );
+        assert_eq!(tsi_address(None), (TSI_DUMMY_ADDR, TSI_DUMMY_NETMASK));
+        assert_eq!(
+            tsi_address(Some("junk")),
+            (TSI_DUMMY_ADDR, TSI_DUMMY_NETMASK)
+        );
+    }
 
     #[test]
     fn tsi_enabled_word_before_dashes_is_true() {

@@ -422,7 +422,9 @@ static void refusals(uint8_t *mac)
         IGNORED(krun_add_virtiofs2((uint32_t)r, KRUN_FS_ROOT_TAG, dir, 1 << 20), "DAX window");
         CHECK(krun_free_ctx((uint32_t)r), 0);
     }
-    IGNORED(krun_set_tsi_scope(c, "10.0.0.1", "10.0.0.0/8", 1), "guest IP");
+    /* The guest IP is the TSI interface's address (net_tsi_scope_ip shows it): IPv4 only. */
+    CHECK(krun_set_tsi_scope(c, "10.0.0.1", "10.0.0.0/8", 1), 0);
+    CHECK(krun_set_tsi_scope(c, "fd00::1", NULL, 1), -EINVAL);
 
     /* Refused at the setter with the precise errno. */
     memset(tag37, 't', sizeof tag37 - 1);

@@ -33,6 +33,7 @@
  *   --add-vsock=FEATURES krun_add_vsock(FEATURES) (after the above; 0: no TSI)
  *   --port-map=HOST:GUEST  add to krun_set_port_map's NULL-terminated list (repeatable)
  *   --empty-port-map     krun_set_port_map with an empty list (exposes no guest port)
+ *   --tsi-scope=SCOPE[:IP[:SUBNET]]  krun_set_tsi_scope(IP, SUBNET, SCOPE) (empty or absent: NULL)
  *   --vsock-port=PORT:PATH[:listen]  krun_add_vsock_port2(PORT, PATH, listen) (repeatable;
  *                        PATH must not contain ':')
  *   --nested             krun_set_nested_virt(ctx, true)
@@ -142,6 +143,7 @@ struct options {
     char *vsock_ports[MAX_LIST]; /* "PORT:PATH[:listen]", split in configure() */
     int vsock_port_count;
     const char *pid_file;
+    char *tsi_scope; /* --tsi-scope=SCOPE[:IP[:SUBNET]]; NULL if not given */
     char *consoles[MAX_LIST]; /* console options, "K:VALUE" with K the option's letter */
     int console_count;
     const char *try_net; /* --try-net=KIND:ARG; NULL if not given */
@@ -175,7 +177,7 @@ static void usage(void)
             "              [--vsock-port=PORT:PATH[:listen]]... [--pid-file=FILE] [--nested]\n"
             "              [--shutdown-on=FILE] [--kernel=PATH] [--kernel-format=N]\n"
             "              [--initramfs=PATH] [--kernel-cmdline=TEXT]\n"
-            "              [--smbios-oem=TEXT]...\n"
+            "              [--smbios-oem=TEXT]... [--tsi-scope=SCOPE[:IP[:SUBNET]]]\n"
             "              [--no-exec] [-- COMMAND [ARGS...]]\n");
     exit(2);
 }
@@ -385,6 +387,7 @@ static void parse(int argc, char **argv, struct options *o)
         {"overlay-root", required_argument, NULL, 1306},
         {"virtiofs2", required_argument, NULL, 1307},
         {"smbios-oem", required_argument, NULL, 1500},
+        {"tsi-scope", required_argument, NULL, 1600},
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof(*o));
@@ -463,6 +466,7 @@ static void parse(int argc, char **argv, struct options *o)
             o->vsock_ports[o->vsock_port_count++] = optarg;
             break;
         case 'p': o->pid_file = optarg; break;
+        case 1600: o->tsi_scope = optarg; break;
         case 1000: case 1001: case 1002: case 1003: case 1004: case 1005: case 1006: case 1007: {
             if (o->console_count == MAX_LIST) {
                 fprintf(stderr, "vmtest: more than %d console options\n", MAX_LIST);
@@ -870,6 +874,20 @@ static uint32_t configure(struct options *o)
         check(krun_add_vsock(id, (uint32_t)o->add_vsock), "krun_add_vsock");
     if (o->set_port_map)
         check(krun_set_port_map(id, o->port_map), "krun_set_port_map");
+    if (o->tsi_scope != NULL) {
+        char *ip = strchr(o->tsi_scope, ':');
+        char *subnet = NULL;
+        if (ip != NULL) {
+            *ip++ = '\0';
+            subnet = strchr(ip, ':');
+            if (subnet != NULL)
+                *subnet++ = '\0';
+        }
+        int scope = parse_number(o->tsi_scope, "--tsi-scope");
+        check(krun_set_tsi_scope(id, ip != NULL && *ip ? ip : NULL,
+                                 subnet != NULL && *subnet ? subnet : NULL, (uint8_t)scope),
+              "krun_set_tsi_scope");
+    }
     for (int i = 0; i < o->vsock_port_count; i++) {
         char *spec = o->vsock_ports[i];
         char *path = strchr(spec, ':');

@@ -92,6 +92,55 @@ pub mod keys {
     pub const BLOCK_ROOT_OPTIONS: &str = "KRUN_BLOCK_ROOT_OPTIONS";
     /// The virtio-net interfaces init brings up: see [`crate::nics`].
     pub const NET: &str = "KRUN_NET";
+    /// The address of the TSI interface (`krun_set_tsi_scope`'s IP), `A.B.C.D/PREFIX`: see
+    /// [`crate::tsi_ip`]. Absent: upstream's placeholder address.
+    pub const TSI_IP: &str = "KRUN_TSI_IP";
+}
+
+/// The `KRUN_TSI_IP` value: an IPv4 address and its prefix length, `10.0.2.15/24`.
+pub mod tsi_ip {
+    use std::net::Ipv4Addr;
+
+    /// The value for `addr`/`prefix` (a prefix over 32 is written as 32).
+    pub fn format(addr: Ipv4Addr, prefix: u8) -> String {
+        format!("{addr}/{}", prefix.min(32))
+    }
+
+    /// The address and prefix of a `KRUN_TSI_IP` value; None when malformed.
+    pub fn parse(value: &str) -> Option<(Ipv4Addr, u8)> {
+        let (addr, prefix) = value.split_once('/')?;
+        let prefix: u8 = prefix.parse().ok()?;
+        (prefix <= 32).then_some(())?;
+        Some((addr.parse().ok()?, prefix))
+    }
+
+    /// The netmask of a prefix length.
+    pub fn netmask(prefix: u8) -> Ipv4Addr {
+        let prefix = u32::from(prefix.min(32));
+        Ipv4Addr::from(if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefix)
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn round_trip_and_refusals() {
+            let a = Ipv4Addr::new(10, 0, 2, 15);
+            assert_eq!(format(a, 24), "10.0.2.15/24");
+            assert_eq!(parse("10.0.2.15/24"), Some((a, 24)));
+            assert_eq!(parse("10.0.2.15"), None);
+            assert_eq!(parse("10.0.2.15/33"), None);
+            assert_eq!(parse("::1/64"), None);
+            assert_eq!(netmask(24), Ipv4Addr::new(255, 255, 255, 0));
+            assert_eq!(netmask(32), Ipv4Addr::new(255, 255, 255, 255));
+            assert_eq!(netmask(0), Ipv4Addr::UNSPECIFIED);
+        }
+    }
 }
 
 /// The `KRUN_NET` value: one item per virtio-net interface, joined by `,`, each the MAC as

@@ -504,7 +504,18 @@ impl VsockBuilder {
 
     /// Which destinations guest sockets may reach through TSI; `subnet` (`ADDR/PREFIX`) is
     /// used with [`TsiReach::Subnet`].
-    pub fn tsi_scope(mut self, reach: TsiReach, subnet: Option<&str>) -> Self {
+    pub fn tsi_scope(self, reach: TsiReach, subnet: Option<&str>) -> Self {
+        self.tsi_scope_with_ip(reach, subnet, None)
+    }
+
+    /// [`Self::tsi_scope`], and the guest's own IPv4 address `ip`: its TSI interface carries
+    /// it, and guest listeners are exposed only when bound to it or to the wildcard.
+    pub fn tsi_scope_with_ip(
+        mut self,
+        reach: TsiReach,
+        subnet: Option<&str>,
+        ip: Option<&str>,
+    ) -> Self {
         let scope = match reach {
             TsiReach::None => 0,
             TsiReach::Subnet => 1,
@@ -512,7 +523,7 @@ impl VsockBuilder {
             TsiReach::Any => 3,
         };
         let r = self.draft.config.set_tsi_scope(TsiScope {
-            ip: None,
+            ip: ip.map(str::to_string),
             subnet: subnet.map(str::to_string),
             scope,
         });

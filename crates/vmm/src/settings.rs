@@ -27,8 +27,8 @@ pub(crate) fn account(config: &VmConfig) -> Result<(), VmError> {
         nets: _,
         // Used by the config setters: already applied to the legacy interface.
         legacy_net_mac: _,
-        // Used by vsock_plan::plan.
-        vsock,
+        // Used by vsock_plan::plan (the scope's IP too: init's KRUN_TSI_IP word).
+        vsock: _,
         // Used by DeviceManager::add_console and the command line.
         console: _,
         // Used by Vm::new: kernel::load instead of libkrunfw's image.
@@ -69,9 +69,6 @@ pub(crate) fn account(config: &VmConfig) -> Result<(), VmError> {
             share.shm_size,
             share.tag
         );
-    }
-    if let Some(ip) = vsock.tsi_scope.as_ref().and_then(|s| s.ip.as_ref()) {
-        log::info!("ignored: TSI scope IP {ip:?} (only the subnet and scope limit guests)");
     }
     Ok(())
 }

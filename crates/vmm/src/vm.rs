@@ -405,6 +405,9 @@ impl Vm {
         // The interfaces init brings up (and configures by DHCP): KRUN_NET=.
         let net_word = crate::nics::cmdline_word(&config.nets);
         flags.extend(net_word.as_deref());
+        // The TSI interface's address (krun_set_tsi_scope's IP): KRUN_TSI_IP=.
+        let tsi_ip_word = vsock.as_ref().and_then(vsock_plan::tsi_ip_word);
+        flags.extend(tsi_ip_word.as_deref());
         let debug_cmdline = std::env::var(DEBUG_CMDLINE_ENV).ok();
         // The root share's virtual entries: init now, the exec file once the workload's
         // route is known (after every device, hence every command line entry, exists).

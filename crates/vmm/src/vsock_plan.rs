@@ -10,7 +10,7 @@
 //!   all only if TSI is on or some vsock port is bridged. Without TSI the port map means
 //!   nothing and is dropped.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use devices::vsock::{
     PortMapping, TsiScope, VsockConfig, VsockPort, DEFAULT_GUEST_CID, TSI_HIJACK_INET,
@@ -28,6 +28,8 @@ pub const TSI_HIJACK_UNIX_FLAG: &str = "tsi_hijack_unix";
 pub enum VsockPlanError {
     #[error("invalid TSI scope subnet {0:?} (want ADDRESS/PREFIX)")]
     Subnet(String),
+    #[error("invalid TSI guest IP {0:?} (want an IPv4 address)")]
+    Ip(String),
 }
 
 /// The vsock device to create, or None.
@@ -91,13 +93,46 @@ fn scope(s: &config::TsiScope) -> Result<TsiScope, VsockPlanError> {
         Some(text) => Some(parse_subnet(text).ok_or_else(|| VsockPlanError::Subnet(text.clone()))?),
         None => None,
     };
-    if let Some(ip) = &s.ip {
-        log::debug!("TSI scope: guest address {ip} ignored; it does not change the scope");
-    }
+    let ip = match &s.ip {
+        Some(text) => Some(guest_ip(text).ok_or_else(|| VsockPlanError::Ip(text.clone()))?),
+        None => None,
+    };
     Ok(TsiScope {
         scope: s.scope,
         subnet,
+        ip: ip.map(IpAddr::V4),
     })
+}
+
+fn guest_ip(text: &str) -> Option<Ipv4Addr> {
+    text.parse().ok()
+}
+
+/// The `KRUN_TSI_IP=` word giving the guest's TSI interface `krun_set_tsi_scope`'s address,
+/// when inet sockets are hijacked and an address was set. Its prefix is the scope subnet's
+/// when the address lies in it, else 32 (the guest knows no other network).
+pub fn tsi_ip_word(vsock: &VsockConfig) -> Option<String> {
+    if vsock.tsi_features & TSI_HIJACK_INET == 0 {
+        return None;
+    }
+    let scope = vsock.tsi_scope.as_ref()?;
+    let Some(IpAddr::V4(ip)) = scope.ip else {
+        return None;
+    };
+    let prefix = match scope.subnet {
+        Some((IpAddr::V4(net), len)) if contains(net, len, ip) => len,
+        _ => 32,
+    };
+    Some(format!(
+        "{}={}",
+        contract::keys::TSI_IP,
+        contract::tsi_ip::format(ip, prefix)
+    ))
+}
+
+fn contains(net: Ipv4Addr, len: u8, ip: Ipv4Addr) -> bool {
+    let mask = u32::from(contract::tsi_ip::netmask(len));
+    u32::from(net) & mask == u32::from(ip) & mask
 }
 
 /// Parses `ADDRESS/PREFIX` (the prefix no longer than the address).
@@ -214,6 +249,29 @@ mod tests {
         let s = plan(&cfg).unwrap().unwrap().tsi_scope.unwrap();
         assert_eq!(s.scope, 1);
         assert_eq!(s.subnet, Some(("10.1.0.0".parse().unwrap(), 16)));
+    }
+
+    #[test]
+    fn tsi_ip_word_takes_the_subnet_prefix_when_it_contains_the_address() {
+        let mut cfg = VmConfig::default();
+        cfg.vsock.tsi_scope = Some(config::TsiScope {
+            ip: Some("10.1.2.3".into()),
+            subnet: Some("10.1.0.0/16".into()),
+            scope: 1,
+        });
+        let v = plan(&cfg).unwrap().unwrap();
+        assert_eq!(
+            v.tsi_scope.as_ref().unwrap().ip,
+            Some("10.1.2.3".parse().unwrap())
+        );
+        assert_eq!(tsi_ip_word(&v).as_deref(), Some("KRUN_TSI_IP=10.1.2.3/16"));
+        cfg.vsock.tsi_scope.as_mut().unwrap().subnet = Some("192.168.0.0/24".into());
+        let v = plan(&cfg).unwrap().unwrap();
+        assert_eq!(tsi_ip_word(&v).as_deref(), Some("KRUN_TSI_IP=10.1.2.3/32"));
+        // Without inet hijacking the guest has no TSI interface.
+        let mut v = v;
+        v.tsi_features = 0;
+        assert_eq!(tsi_ip_word(&v), None);
     }
 
     #[test]

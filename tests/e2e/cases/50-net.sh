@@ -277,3 +277,46 @@ case_net_tsi_disabled() {
   expect_line nt "<netio=0>"
   expect_rc nt 0
 }
+
+# krun_set_tsi_scope (microsandbox's fork): the guest's TSI interface carries the given IP,
+# with the subnet's prefix when the IP lies in it (else /32); scope 1 lets guest sockets reach
+# only that subnet (a refused connect is EACCES, "Permission denied"); and with an IP, a guest
+# listener is exposed on the host only when bound to that IP or the wildcard.
+register net_tsi_scope_ip
+case_net_tsi_scope_ip() {
+  net_root root
+  net_httpd 18084
+  # The subnet holds the IP but not the host's 127.0.0.1: the fetch is refused.
+  guest in run --root="$PWD/root" --tsi-scope=1:10.0.2.15:10.0.2.0/24 -- /bin/sh -c \
+    'echo "<$(ip -4 addr show dev dummy0 | grep -o "inet [0-9./]*")>"
+     timeout 20 wget -q -O /tmp/blob http://127.0.0.1:18084/blob 2>/tmp/err; echo "<wget=$?>"
+     echo "<err=$(cat /tmp/err)>"'
+  expect_line in "<inet 10.0.2.15/24>"
+  expect_line in "<wget=1>"
+  expect_line in "<err=wget: can't connect to remote host (127.0.0.1): Permission denied>"
+  # The subnet is the host's loopback, which the IP is not in: /32, and the fetch works; the
+  # guest listens on 127.0.0.1:8282 (not its IP: not exposed) and on its IP's :8283 (exposed
+  # on the host's wildcard, so the host reaches it through 127.0.0.1).
+  vm_bg out run --root="$PWD/root" --tsi-scope=1:10.0.2.15:127.0.0.0/8 -- /bin/sh -c \
+    'echo "<$(ip -4 addr show dev dummy0 | grep -o "inet [0-9./]*")>"
+     wget -q -O /tmp/blob http://127.0.0.1:18084/blob; echo "<wget=$?>"
+     echo "<sum=$(sha256sum </tmp/blob | cut -d" " -f1)>"
+     /bin/netio listen tcp:127.0.0.1:8282 recv >/tmp/l82 2>&1 & n=$!
+     sleep 1; echo "<ready>"
+     /bin/netio listen tcp:10.0.2.15:8283 recv; echo "<netio=$?>"
+     kill $n 2>/dev/null; echo "<l82=$(grep -c "<recv" /tmp/l82)>"'
+  wait_for out.out '<ready>' 60 || fail "the guest never got to its listeners: $(excerpt out.err)"
+  timeout 60 "$NETIO" connect tcp:127.0.0.1:8283 --retry=30 send 65536 77 >host.txt 2>&1 ||
+    fail "the host could not reach the guest's listener on its TSI IP: $(excerpt host.txt)"
+  if timeout 20 "$NETIO" connect tcp:127.0.0.1:8282 send 16 1 >host82.txt 2>&1; then
+    fail "the guest's listener on 127.0.0.1 (not its TSI IP) was exposed on the host"
+  fi
+  vm_wait out
+  expect_line out "<inet 10.0.2.15/32>"
+  expect_line out "<wget=0>"
+  expect_line out "<sum=$(sha256sum <www/blob | cut -d' ' -f1)>"
+  expect_line out "<recv 65536 $(net_hash 65536 77)>"
+  expect_line out "<netio=0>"
+  expect_line out "<l82=0>"
+  expect_rc out 0
+}

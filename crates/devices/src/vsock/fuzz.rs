@@ -51,6 +51,7 @@ fn cfg(tsi: bool) -> VsockConfig {
         tsi_scope: Some(TsiScope {
             scope: 0,
             subnet: None,
+            ip: None,
         }),
         ..VsockConfig::default()
     }

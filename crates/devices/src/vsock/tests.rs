@@ -605,6 +605,7 @@ fn tsi_scope_none_blocks_connect_with_eacces() {
     cfg.tsi_scope = Some(TsiScope {
         scope: 0,
         subnet: None,
+        ip: None,
     });
     let mut m = mux(cfg);
     m.on_guest_packet(proxy_create(7002, AF_INET, SOCK_STREAM));
@@ -812,4 +813,42 @@ fn vsock_activate_then_shutdown_joins_worker() {
     v.activate(ctx).unwrap();
     v.shutdown();
     assert!(v.reset());
+}
+
+#[test]
+fn tsi_listen_with_guest_ip_exposes_only_that_address_on_the_host_wildcard() {
+    let mut cfg = tsi_cfg();
+    cfg.tsi_scope = Some(TsiScope {
+        scope: 3,
+        subnet: None,
+        ip: Some("10.0.2.15".parse().unwrap()),
+    });
+    let mut m = mux(cfg);
+    m.on_guest_packet(proxy_create(7300, AF_INET, SOCK_STREAM));
+    m.on_guest_packet(listen_req(7300, 3100, "10.0.2.16:80".parse().unwrap()));
+    assert_eq!(result_of(&next(&mut m), TSI_LISTEN), -SCOPE_BLOCKED_ERRNO);
+    // The guest's own address is not the host's: the host listens on its wildcard.
+    let port = free_port();
+    m.on_guest_packet(proxy_create(7301, AF_INET, SOCK_STREAM));
+    m.on_guest_packet(listen_req(
+        7301,
+        3101,
+        SocketAddr::from(([10, 0, 2, 15], port)),
+    ));
+    assert_eq!(result_of(&next(&mut m), TSI_LISTEN), 0);
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
+}
+
+#[test]
+fn tsi_scope_none_exposes_no_listener() {
+    let mut cfg = tsi_cfg();
+    cfg.tsi_scope = Some(TsiScope {
+        scope: 0,
+        subnet: None,
+        ip: None,
+    });
+    let mut m = mux(cfg);
+    m.on_guest_packet(proxy_create(7302, AF_INET, SOCK_STREAM));
+    m.on_guest_packet(listen_req(7302, 3102, "0.0.0.0:80".parse().unwrap()));
+    assert_eq!(result_of(&next(&mut m), TSI_LISTEN), -SCOPE_BLOCKED_ERRNO);
 }

@@ -213,13 +213,14 @@ impl VmConfig {
         Ok(())
     }
 
-    /// `krun_set_tsi_scope`: `ip` an address, `subnet` an `ADDR/PREFIX` network.
+    /// `krun_set_tsi_scope`: `ip` an IPv4 address, `subnet` an `ADDR/PREFIX` network.
     pub fn set_tsi_scope(&mut self, scope: TsiScope) -> Result<(), ConfigError> {
         if scope.scope > 3 {
             return Err(ConfigError::TsiScope(scope.scope));
         }
+        // The guest's TSI interface (dummy0) is IPv4, as in microsandbox's fork.
         if let Some(ip) = &scope.ip {
-            if ip.parse::<std::net::IpAddr>().is_err() {
+            if ip.parse::<std::net::Ipv4Addr>().is_err() {
                 return Err(ConfigError::Address {
                     what: "TSI IP",
                     value: ip.clone(),

@@ -67,9 +67,37 @@ pub struct TsiScope {
     pub scope: u8,
     /// The subnet for scope 1, as (network, prefix length).
     pub subnet: Option<(IpAddr, u8)>,
+    /// The guest's own address (its TSI interface carries it): when set, guest listeners
+    /// are exposed only on it (or on the wildcard address, which in a guest with one
+    /// address means the same).
+    pub ip: Option<IpAddr>,
 }
 
 impl TsiScope {
+    /// Whether a guest listener bound to `addr` may be exposed on the host. Scope 0 exposes
+    /// nothing; with a guest address, only that address and the wildcard are exposed (as
+    /// microsandbox's fork documents: "only the IP can be bound to or listened on"; the
+    /// wildcard is also allowed here, since servers bind it and it names that one address).
+    pub fn allows_listen(&self, addr: &IpAddr) -> bool {
+        if self.scope == 0 {
+            return false;
+        }
+        match self.ip {
+            Some(ip) => *addr == ip || addr.is_unspecified(),
+            None => true,
+        }
+    }
+
+    /// The host address a permitted guest listener on `addr` binds: the guest's own address
+    /// is not the host's, so it stands for the wildcard, as in the guest.
+    pub fn host_listen_addr(&self, addr: IpAddr) -> IpAddr {
+        match (self.ip, addr) {
+            (Some(ip), a) if a == ip && ip.is_ipv4() => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            (Some(ip), a) if a == ip => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+            (_, a) => a,
+        }
+    }
+
     /// Whether a guest socket may reach `addr`. Unix socket paths are not scoped.
     pub fn allows(&self, addr: &IpAddr) -> bool {
         match self.scope {
@@ -294,22 +322,56 @@ mod tests {
         let none = TsiScope {
             scope: 0,
             subnet: None,
+            ip: None,
         };
         let group = TsiScope {
             scope: 1,
             subnet: Some(("192.168.1.0".parse().unwrap(), 24)),
+            ip: None,
         };
         let publ = TsiScope {
             scope: 2,
             subnet: None,
+            ip: None,
         };
         let any = TsiScope {
             scope: 3,
             subnet: None,
+            ip: None,
         };
         assert!(!none.allows(&public));
         assert!(group.allows(&lan) && !group.allows(&public));
         assert!(publ.allows(&public) && !publ.allows(&lan) && !publ.allows(&lo));
         assert!(any.allows(&lo));
+    }
+
+    #[test]
+    fn listeners_follow_scope_and_guest_address() {
+        let own: IpAddr = "10.0.2.15".parse().unwrap();
+        let other: IpAddr = "10.0.2.16".parse().unwrap();
+        let any4: IpAddr = "0.0.0.0".parse().unwrap();
+        let with_ip = TsiScope {
+            scope: 3,
+            subnet: None,
+            ip: Some(own),
+        };
+        assert!(with_ip.allows_listen(&own) && with_ip.allows_listen(&any4));
+        assert!(!with_ip.allows_listen(&other));
+        assert_eq!(with_ip.host_listen_addr(own), any4);
+        assert_eq!(with_ip.host_listen_addr(any4), any4);
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(with_ip.host_listen_addr(lo), lo);
+        let none = TsiScope {
+            scope: 0,
+            subnet: None,
+            ip: Some(own),
+        };
+        assert!(!none.allows_listen(&own) && !none.allows_listen(&any4));
+        let no_ip = TsiScope {
+            scope: 1,
+            subnet: None,
+            ip: None,
+        };
+        assert!(no_ip.allows_listen(&other) && no_ip.allows_listen(&any4));
     }
 }

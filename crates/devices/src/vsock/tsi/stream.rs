@@ -197,6 +197,13 @@ impl Muxer {
         }
         let listener = match addr {
             TsiAddr::Inet(mut a) => {
+                if let Some(scope) = &self.cfg.tsi_scope {
+                    if !scope.allows_listen(&a.ip()) {
+                        debug!("vsock0: tsi listen on {a} blocked by scope");
+                        return Err(-SCOPE_BLOCKED_ERRNO);
+                    }
+                    a.set_ip(scope.host_listen_addr(a.ip()));
+                }
                 // None exposes every guest listener on the same host port; a map exposes
                 // only its guest ports, and EPERM makes the guest listen locally instead.
                 if let Some(map) = &self.cfg.port_map {
