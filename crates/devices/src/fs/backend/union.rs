@@ -164,18 +164,6 @@ impl FileSystem for OciLayer {
             })
     }
 
-    fn setattr(
-        &self,
-        ctx: &Context,
-        inode: u64,
-        attr: stat64,
-        handle: Option<u64>,
-        valid: SetattrValid,
-    ) -> io::Result<(stat64, Duration)> {
-        self.check_writable()?;
-        self.inner.setattr(ctx, inode, attr, handle, valid)
-    }
-
     fn symlink(&self, ctx: &Context, link: &CStr, parent: u64, name: &CStr) -> io::Result<Entry> {
         self.check_writable()?;
         check_name(name)?;
@@ -274,65 +262,7 @@ impl FileSystem for OciLayer {
         self.inner.create(ctx, parent, name, args)
     }
 
-    fn write(
-        &self,
-        ctx: &Context,
-        inode: u64,
-        handle: u64,
-        r: &mut dyn ZeroCopyReader,
-        size: u32,
-        offset: u64,
-        lock_owner: Option<u64>,
-        delayed_write: bool,
-        flags: u32,
-        fuse_flags: u32,
-    ) -> io::Result<usize> {
-        self.check_writable()?;
-        self.inner.write(
-            ctx,
-            inode,
-            handle,
-            r,
-            size,
-            offset,
-            lock_owner,
-            delayed_write,
-            flags,
-            fuse_flags,
-        )
-    }
-
-    fn fallocate(
-        &self,
-        ctx: &Context,
-        inode: u64,
-        handle: u64,
-        mode: u32,
-        offset: u64,
-        length: u64,
-    ) -> io::Result<()> {
-        self.check_writable()?;
-        self.inner
-            .fallocate(ctx, inode, handle, mode, offset, length)
-    }
-
-    fn setxattr(
-        &self,
-        ctx: &Context,
-        inode: u64,
-        name: &CStr,
-        value: &[u8],
-        flags: u32,
-    ) -> io::Result<()> {
-        self.check_writable()?;
-        self.inner.setxattr(ctx, inode, name, value, flags)
-    }
-
-    fn removexattr(&self, ctx: &Context, inode: u64, name: &CStr) -> io::Result<()> {
-        self.check_writable()?;
-        self.inner.removexattr(ctx, inode, name)
-    }
-
+    forward!(inner, guard check_writable; setattr, write, fallocate, setxattr, removexattr);
     forward!(inner; init, destroy, forget, batch_forget, getattr, readlink, read, flush, fsync,
         release, statfs, getxattr, listxattr, opendir, fsyncdir, releasedir, access, lseek);
 }
