@@ -30,6 +30,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define TOOL "daxmap"
+#include "common.h"
+
 #ifndef STATX_ATTR_DAX
 #define STATX_ATTR_DAX 0x00200000
 #endif
@@ -37,12 +40,6 @@
 #define PAGE 4096
 static const char CHILD_TEXT[] = "written by the child through its mapping";
 static const char PARENT_TEXT[] = "answered by the parent through its mapping";
-
-static void die(const char *what)
-{
-    fprintf(stderr, "daxmap: %s: %s\n", what, strerror(errno));
-    exit(1);
-}
 
 static char *map_file(const char *path, size_t len, off_t off)
 {

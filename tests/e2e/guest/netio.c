@@ -44,29 +44,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#define TOOL "netio"
+#include "common.h"
+
 #define CHUNK 65536
-
-static void die(const char *what)
-{
-    fprintf(stderr, "netio: %s: %s\n", what, strerror(errno));
-    exit(1);
-}
-
-static void usage(void)
-{
-    fprintf(stderr, "netio: bad usage (see the comment at the top of netio.c)\n");
-    exit(2);
-}
-
-static unsigned long long number(const char *s)
-{
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end)
-        usage();
-    return v;
-}
 
 /* Streaming hash over 8-byte words (FNV-style multiply, rotate); the tail is zero-padded. */
 struct hasher {
@@ -313,13 +294,6 @@ static socklen_t parse_addr(const char *text, int listening, union addr *a, int 
     }
     usage();
     return 0;
-}
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
 static int do_connect(const char *text, double retry)

@@ -24,6 +24,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define TOOL "randread"
+#include "common.h"
+
 #define BLOCK 4096
 #define MAX_JOBS 64
 
@@ -37,13 +40,6 @@ static long arg(const char *s, long lo, long hi)
         exit(2);
     }
     return v;
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* xorshift64*: cheap, and the same sequence on every run. */

@@ -37,38 +37,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#define TOOL "vsockflood"
+#include "common.h"
+
 #define CHUNK 65536
 #define BUF_ALLOC 262144ULL
 #define MAX_FDS 65536
-
-static void die(const char *what)
-{
-    fprintf(stderr, "vsockflood: %s: %s\n", what, strerror(errno));
-    exit(1);
-}
-
-static void usage(void)
-{
-    fprintf(stderr, "vsockflood: bad usage (see the comment at the top of vsockflood.c)\n");
-    exit(2);
-}
-
-static unsigned long long number(const char *s)
-{
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end)
-        usage();
-    return v;
-}
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
 
 /* As many fds as the hard limit allows. */
 static void raise_nofile(void)
