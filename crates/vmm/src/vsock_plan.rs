@@ -120,7 +120,7 @@ pub fn tsi_ip_word(vsock: &VsockConfig) -> Option<String> {
         return None;
     };
     let prefix = match scope.subnet {
-        Some((IpAddr::V4(net), len)) if contains(net, len, ip) => len,
+        Some((_, len)) if scope.in_subnet(&IpAddr::V4(ip)) => len,
         _ => 32,
     };
     Some(format!(
@@ -128,11 +128,6 @@ pub fn tsi_ip_word(vsock: &VsockConfig) -> Option<String> {
         contract::keys::TSI_IP,
         contract::tsi_ip::format(ip, prefix)
     ))
-}
-
-fn contains(net: Ipv4Addr, len: u8, ip: Ipv4Addr) -> bool {
-    let mask = u32::from(contract::tsi_ip::netmask(len));
-    u32::from(net) & mask == u32::from(ip) & mask
 }
 
 /// Parses `ADDRESS/PREFIX` (the prefix no longer than the address).

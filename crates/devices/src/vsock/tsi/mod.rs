@@ -74,6 +74,12 @@ pub struct TsiScope {
 }
 
 impl TsiScope {
+    /// Whether `addr` lies in the scope's subnet (false without one).
+    pub fn in_subnet(&self, addr: &IpAddr) -> bool {
+        self.subnet
+            .is_some_and(|(net, len)| in_subnet(addr, &net, len))
+    }
+
     /// Whether a guest listener bound to `addr` may be exposed on the host. Scope 0 exposes
     /// nothing; with a guest address, only that address and the wildcard are exposed (as
     /// microsandbox's fork documents: "only the IP can be bound to or listened on"; the
@@ -91,10 +97,10 @@ impl TsiScope {
     /// The host address a permitted guest listener on `addr` binds: the guest's own address
     /// is not the host's, so it stands for the wildcard, as in the guest.
     pub fn host_listen_addr(&self, addr: IpAddr) -> IpAddr {
-        match (self.ip, addr) {
-            (Some(ip), a) if a == ip && ip.is_ipv4() => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-            (Some(ip), a) if a == ip => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
-            (_, a) => a,
+        match addr {
+            IpAddr::V4(_) if self.ip == Some(addr) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+            IpAddr::V6(_) if self.ip == Some(addr) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+            _ => addr,
         }
     }
 
@@ -102,9 +108,7 @@ impl TsiScope {
     pub fn allows(&self, addr: &IpAddr) -> bool {
         match self.scope {
             0 => false,
-            1 => self
-                .subnet
-                .is_some_and(|(net, len)| in_subnet(addr, &net, len)),
+            1 => self.in_subnet(addr),
             2 => is_public(addr),
             _ => true,
         }
