@@ -39,6 +39,13 @@ struct FakeBackend {
     vnet_hdr: bool,
 }
 
+impl FakeBackend {
+    /// A frame for the guest: the next `recv_frame` returns it.
+    fn queue_to_guest(&self, frame: Vec<u8>) {
+        self.state.lock().unwrap().to_guest.push_back(frame);
+    }
+}
+
 impl NetBackend for FakeBackend {
     fn fd(&self) -> RawFd {
         // Never polled: these tests drive the handler directly.
@@ -277,7 +284,7 @@ fn rx_mrg_spreads_a_frame_over_buffers_and_counts_them() {
     let h = Harness::new(&mem);
     let fake = FakeBackend::default();
     let frame: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
-    fake.state.lock().unwrap().to_guest.push_back(frame.clone());
+    fake.queue_to_guest(frame.clone());
     for i in 0..4u16 {
         add_chain(&h.rx, i, &[(DATA + u64::from(i) * 0x1000, 1500, true)]);
     }
@@ -304,11 +311,7 @@ fn rx_frame_over_several_buffers_interrupts_a_driver_using_event_idx() {
     let mem = guest_memory(0x10_0000);
     let h = Harness::new(&mem);
     let fake = FakeBackend::default();
-    fake.state
-        .lock()
-        .unwrap()
-        .to_guest
-        .push_back(vec![7u8; 2000]);
+    fake.queue_to_guest(vec![7u8; 2000]);
     for i in 0..2u16 {
         add_chain(&h.rx, i, &[(DATA + u64::from(i) * 0x1000, 1500, true)]);
     }
@@ -330,16 +333,8 @@ fn rx_without_enough_buffers_keeps_the_frame_until_the_guest_adds_some() {
     let mem = guest_memory(0x10_0000);
     let h = Harness::new(&mem);
     let fake = FakeBackend::default();
-    fake.state
-        .lock()
-        .unwrap()
-        .to_guest
-        .push_back(vec![9u8; 2000]);
-    fake.state
-        .lock()
-        .unwrap()
-        .to_guest
-        .push_back(vec![8u8; 100]);
+    fake.queue_to_guest(vec![9u8; 2000]);
+    fake.queue_to_guest(vec![8u8; 100]);
     add_chain(&h.rx, 0, &[(DATA, 1500, true)]);
     let mut handler = h.handler(fake.clone(), features::MRG_RXBUF);
 
@@ -362,16 +357,8 @@ fn rx_without_mrg_drops_a_frame_too_big_for_the_buffer() {
     let mem = guest_memory(0x10_0000);
     let h = Harness::new(&mem);
     let fake = FakeBackend::default();
-    fake.state
-        .lock()
-        .unwrap()
-        .to_guest
-        .push_back(vec![1u8; 2000]);
-    fake.state
-        .lock()
-        .unwrap()
-        .to_guest
-        .push_back(vec![2u8; 100]);
+    fake.queue_to_guest(vec![1u8; 2000]);
+    fake.queue_to_guest(vec![2u8; 100]);
     add_chain(&h.rx, 0, &[(DATA, 1500, true)]);
     add_chain(&h.rx, 1, &[(DATA + 0x1000, 1500, true)]);
     let mut handler = h.handler(fake, 0);
