@@ -728,9 +728,13 @@ int32_t krun_set_kernel(uint32_t ctx_id, const char *kernel_path, uint32_t kerne
 int32_t krun_set_nested_virt(uint32_t ctx_id, bool enabled);
 
 /**
- * Asks for a split IRQ chip (local APICs in KVM, IOAPIC and PIC in the VMM). This build
- * keeps the whole irqchip in KVM, which guests work with: `enable` true is ignored with a
- * warning. Returns 0 or -ENOENT for an unknown context.
+ * Chooses a split IRQ chip (`enable` true): the local APICs stay in KVM, the IOAPIC is the
+ * VMM's, and there is no PIC or PIT, as upstream offers on x86_64. The guest's timer is then
+ * the local APIC's TSC-deadline timer, and the guest kernel must find the IOAPIC in the MP
+ * table, as libkrunfw's does (a kernel built without `CONFIG_X86_MPPARSE`, such as Debian's
+ * cloud kernel, then finds no interrupt controller and no timer, and hangs). Returns 0 or
+ * -ENOENT for an unknown context; a host whose KVM lacks KVM_CAP_SPLIT_IRQCHIP fails
+ * `krun_start_enter` with that ioctl's errno.
  */
 int32_t krun_split_irqchip(uint32_t ctx_id, bool enable);
 

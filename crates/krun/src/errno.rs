@@ -83,6 +83,7 @@ pub fn vm(e: &VmError) -> i32 {
         | VmError::IdentityMap(e)
         | VmError::IrqChip(e)
         | VmError::Pit(e)
+        | VmError::SplitIrqChip(e)
         | VmError::SupportedCpuid(e)
         | VmError::CreateVcpu { source: e, .. } => e.errno(),
         VmError::Memory(e) => memory(e),

@@ -11,7 +11,10 @@ use kvm_ioctls::{IoEventAddress, VmFd};
 use crate::cmdline::MmioDeviceArg;
 use crate::config;
 use crate::dax::{DaxError, DaxRegion};
-use crate::layout::{mmio_slot_base, mmio_slot_irq, MMIO_DEVICE_SIZE};
+use crate::irqchip::{IrqChip, SplitIoApic};
+use crate::layout::{mmio_slot_base, mmio_slot_irq, IOAPIC_START, MMIO_DEVICE_SIZE};
+use devices::legacy::ioapic;
+use vmm_sys_util::eventfd::EventFd;
 
 /// DAX windows end below 1 TiB: guest physical addresses past the 40 bits every x86_64
 /// host CPU offers would not be reachable.
@@ -85,6 +88,8 @@ struct MmioSlot {
 #[derive(Default)]
 pub struct MmioBus {
     slots: Vec<MmioSlot>,
+    /// The split irqchip's IOAPIC at [`IOAPIC_START`] (None: KVM's own decodes it).
+    ioapic: Option<SplitIoApic>,
 }
 
 impl MmioBus {
@@ -95,8 +100,25 @@ impl MmioBus {
             .map(|s| (s, addr - s.base))
     }
 
+    /// The IOAPIC's register offset when `addr` is in its window and it is ours.
+    fn ioapic_at(&self, addr: u64) -> Option<(&SplitIoApic, u64)> {
+        let ioapic = self.ioapic.as_ref()?;
+        let offset = addr.checked_sub(IOAPIC_START)?;
+        (offset < ioapic::MMIO_SIZE).then_some((ioapic, offset))
+    }
+
+    /// The end of a level-triggered interrupt (`KVM_EXIT_IOAPIC_EOI`, split irqchip only).
+    pub fn ioapic_eoi(&self, vector: u8) {
+        if let Some(ioapic) = &self.ioapic {
+            lock(ioapic).end_of_interrupt(vector);
+        }
+    }
+
     /// A guest read; addresses without a device read as all ones.
     pub fn read(&self, addr: u64, data: &mut [u8]) {
+        if let Some((ioapic, offset)) = self.ioapic_at(addr) {
+            return lock(ioapic).read(offset, data);
+        }
         match self.find(addr) {
             Some((slot, offset)) => lock(&slot.transport).read(offset, data),
             None => {
@@ -108,6 +130,9 @@ impl MmioBus {
 
     /// A guest write; addresses without a device ignore it.
     pub fn write(&self, addr: u64, data: &[u8]) {
+        if let Some((ioapic, offset)) = self.ioapic_at(addr) {
+            return lock(ioapic).write(offset, data);
+        }
         match self.find(addr) {
             Some((slot, offset)) => lock(&slot.transport).write(offset, data),
             None => log::debug!("MMIO write of {} bytes at unmapped {addr:#x}", data.len()),
@@ -125,7 +150,7 @@ impl MmioBus {
 
 /// A poisoned slot lock only means another vCPU panicked mid-access; the register state is
 /// still the transport's to judge, and shutdown must go on.
-fn lock(m: &Mutex<MmioTransport>) -> std::sync::MutexGuard<'_, MmioTransport> {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -152,6 +177,8 @@ impl SlotAllocator {
 /// Builds the VM's devices: slots are handed out in creation order.
 pub struct DeviceManager<'a> {
     vm: &'a VmFd,
+    /// Where device interrupts go: irqfds on KVM's IOAPIC, or the split irqchip's.
+    irqchip: IrqChip,
     mem: GuestMemory,
     slots: SlotAllocator,
     bus: MmioBus,
@@ -170,12 +197,14 @@ impl<'a> DeviceManager<'a> {
     /// `dax_start` is the guest address of the first DAX window (above RAM and MMIO).
     pub fn new(
         vm: &'a VmFd,
+        irqchip: IrqChip,
         mem: GuestMemory,
         dax_start: u64,
         faults: Arc<dyn FaultSink>,
     ) -> DeviceManager<'a> {
         DeviceManager {
             vm,
+            irqchip,
             dax_regions: Vec::new(),
             next_dax_addr: dax_start,
             mem,
@@ -209,8 +238,7 @@ impl<'a> DeviceManager<'a> {
                     source,
                 })?;
         }
-        self.vm
-            .register_irqfd(transport.irq_evt(), irq)
+        self.connect_irq(transport.irq_evt(), irq)
             .map_err(|source| DeviceError::IrqFd { kind, irq, source })?;
         log::debug!("{kind} at {base:#x} IRQ {irq}");
         self.bus.slots.push(MmioSlot {
@@ -441,7 +469,15 @@ impl<'a> DeviceManager<'a> {
     }
 
     /// Hands the finished bus to the vCPUs.
-    pub fn into_bus(self) -> MmioBus {
+    /// Connects an interrupt source (a device's irqfd) to IOAPIC pin `pin`.
+    pub fn connect_irq(&mut self, evt: &EventFd, pin: u32) -> Result<(), kvm_ioctls::Error> {
+        self.irqchip.connect(self.vm, evt, pin)
+    }
+
+    /// The MMIO bus the vCPUs dispatch to: the devices' slots, and the split irqchip's IOAPIC
+    /// (which keeps `vm` to change its routes).
+    pub fn into_bus(mut self, vm: Arc<VmFd>) -> MmioBus {
+        self.bus.ioapic = self.irqchip.into_ioapic(vm);
         self.bus
     }
 }

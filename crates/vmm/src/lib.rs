@@ -13,6 +13,7 @@ mod device_manager;
 mod exits;
 mod free_pages;
 pub mod host;
+mod irqchip;
 pub mod kernel;
 pub mod krunfw;
 pub mod layout;

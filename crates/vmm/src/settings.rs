@@ -45,8 +45,8 @@ pub(crate) fn account(config: &VmConfig) -> Result<(), VmError> {
         nested_virt: _,
         // Used by Vm::new: boot::smbios (checked here).
         smbios_oem_strings,
-        // Ignored, logged below.
-        split_irqchip,
+        // Used by Vm::new: crate::irqchip.
+        split_irqchip: _,
         // Used by Vm::new: the virtual entries of each share.
         fs_overlays: _,
         // Used by Vm::new through the root share they are copied into (`FsShare::layers`).
@@ -55,9 +55,6 @@ pub(crate) fn account(config: &VmConfig) -> Result<(), VmError> {
         shutdown_eventfd: _,
     } = config;
 
-    if *split_irqchip {
-        log::info!("ignored: split irqchip (the IOAPIC and PIC stay in KVM)");
-    }
     crate::boot::smbios::check_oem_strings(smbios_oem_strings)
         .map_err(|e| VmError::Boot(crate::boot::BootError::Smbios(e)))?;
     for share in fs_shares

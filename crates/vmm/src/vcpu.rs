@@ -358,6 +358,7 @@ fn handle_exit(
             )))
         }
         VcpuExit::Intr => {}
+        VcpuExit::IoapicEoi(vector) => shared.mmio.ioapic_eoi(vector),
         other => {
             return Some(VcpuEnd::Failed(VcpuError::UnexpectedExit(format!(
                 "{other:?}"

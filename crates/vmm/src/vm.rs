@@ -13,7 +13,7 @@ use std::sync::{mpsc, Arc, Once};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
-use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::GuestAddress;
 
@@ -21,6 +21,7 @@ use crate::boot::{self, BootError};
 use crate::cmdline::{self, CmdlineError, CmdlineParams, MmioDeviceArg};
 use crate::config::VmConfig;
 use crate::device_manager::{DeviceError, DeviceManager};
+use crate::irqchip::{IrqChip, IrqChipError};
 use crate::krunfw::{Krunfw, KrunfwError};
 use crate::layout::{CMDLINE_START, KVM_IDENTITY_MAP_ADDRESS, KVM_TSS_ADDRESS};
 use crate::memory::{self, MemoryError};
@@ -63,6 +64,8 @@ pub enum VmError {
     IrqChip(#[source] kvm_ioctls::Error),
     #[error("cannot create the in-kernel PIT")]
     Pit(#[source] kvm_ioctls::Error),
+    #[error("cannot enable the split irqchip (KVM_CAP_SPLIT_IRQCHIP)")]
+    SplitIrqChip(#[source] kvm_ioctls::Error),
     #[error("cannot set up guest memory")]
     Memory(#[source] MemoryError),
     #[error("cannot set up a device")]
@@ -123,7 +126,9 @@ pub struct Vm {
     vcpus: Vec<VcpuFd>,
     shared: Arc<Shared>,
     /// Closed after the vCPUs and devices (fields drop in order), before the RAM it maps.
-    _vm_fd: VmFd,
+    /// Shared with the split irqchip's IOAPIC, which changes KVM's routes as the guest
+    /// programs it.
+    _vm_fd: Arc<VmFd>,
     /// The DAX windows the VM fd's memory slots point into: unmapped after it is closed.
     _dax: Vec<Arc<crate::dax::DaxRegion>>,
     _kvm: Kvm,
@@ -237,7 +242,7 @@ fn add_overlays(
     Ok(())
 }
 
-fn create_kvm_vm(vcpus: u8) -> Result<(Kvm, VmFd), VmError> {
+fn create_kvm_vm(vcpus: u8, split_irqchip: bool) -> Result<(Kvm, Arc<VmFd>, IrqChip), VmError> {
     let kvm = Kvm::new().map_err(VmError::KvmOpen)?;
     let max = crate::host::vcpu_limit(&kvm) as usize;
     if vcpus == 0 || usize::from(vcpus) > max {
@@ -248,13 +253,12 @@ fn create_kvm_vm(vcpus: u8) -> Result<(Kvm, VmFd), VmError> {
         .map_err(VmError::IdentityMap)?;
     vm.set_tss_address(KVM_TSS_ADDRESS as usize)
         .map_err(VmError::TssAddress)?;
-    vm.create_irq_chip().map_err(VmError::IrqChip)?;
-    let pit = kvm_pit_config {
-        flags: KVM_PIT_SPEAKER_DUMMY,
-        ..Default::default()
-    };
-    vm.create_pit2(pit).map_err(VmError::Pit)?;
-    Ok((kvm, vm))
+    let irqchip = IrqChip::create(&vm, split_irqchip).map_err(|e| match e {
+        IrqChipError::InKernel(e) => VmError::IrqChip(e),
+        IrqChipError::Pit(e) => VmError::Pit(e),
+        IrqChipError::Split(e) => VmError::SplitIrqChip(e),
+    })?;
+    Ok((kvm, Arc::new(vm), irqchip))
 }
 
 /// The COM1 UART: the first `krun_add_serial_console_default` (later ones are ignored
@@ -262,7 +266,7 @@ fn create_kvm_vm(vcpus: u8) -> Result<(Kvm, VmFd), VmError> {
 /// A kernel without the 8250 driver (`kernel_has_8250` Some(false)) cannot use it: one warning
 /// says so (None: a kernel from a file, whose compressed image cannot be searched).
 fn create_serial(
-    vm_fd: &VmFd,
+    devices: &mut DeviceManager<'_>,
     config: &VmConfig,
     kernel_has_8250: Option<bool>,
     debug: bool,
@@ -290,8 +294,8 @@ fn create_serial(
             log::warn!("serial console: {why}");
         }
     }
-    vm_fd
-        .register_irqfd(device.irq_evt(), COM1_IRQ)
+    devices
+        .connect_irq(device.irq_evt(), COM1_IRQ)
         .map_err(VmError::SerialIrq)?;
     Ok(Some(device))
 }
@@ -365,13 +369,14 @@ impl Vm {
         let wants_serial = !config.console.serial_consoles.is_empty()
             || std::env::var_os(DEBUG_CMDLINE_ENV).is_some();
         let (boot_kernel, krunfw) = crate::kernel::load_guest_kernel(&config, &mem, wants_serial)?;
-        let (kvm, vm_fd) = create_kvm_vm(config.vcpus)?;
+        let (kvm, vm_fd, irqchip) = create_kvm_vm(config.vcpus, config.split_irqchip)?;
         memory::register_with_kvm(&vm_fd, &mem).map_err(VmError::Memory)?;
 
         let dax_start = crate::layout::dax_windows_start(u64::from(config.ram_mib) << 20);
         // Made now: the devices report a fatal failure through it (StopHandle::fault_sink).
         let stop = StopHandle::new();
-        let mut devices = DeviceManager::new(&vm_fd, mem.clone(), dax_start, stop.fault_sink());
+        let mut devices =
+            DeviceManager::new(&vm_fd, irqchip, mem.clone(), dax_start, stop.fault_sink());
         if !config.console.implicit_disabled {
             devices
                 .add_console(&config.console)
@@ -528,14 +533,14 @@ impl Vm {
         } = devices.take_host_terminal();
         let dax = devices.take_dax_regions();
         let serial = create_serial(
-            &vm_fd,
+            &mut devices,
             &config,
             boot_kernel.has_8250,
             debug_cmdline.is_some(),
         )?;
         let shared = Arc::new(Shared {
             pio: PortIoBus::new(serial).with_cmos(cmos_for(config.ram_mib)),
-            mmio: devices.into_bus(),
+            mmio: devices.into_bus(vm_fd.clone()),
             stop: AtomicBool::new(false),
             started,
             first_entry: Once::new(),
