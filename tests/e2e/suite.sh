@@ -17,7 +17,8 @@
 #   KRUN_E2E_VM_TIMEOUT  seconds one VM run may take (default 120)
 #
 # Adding cases: drop a file in cases/ (sourced in name order) that defines case_NAME functions
-# and calls `register NAME` for each. A case runs in its own subshell, in its own empty
+# and calls `register NAME` for each (`register_split NAME`: also run it as NAME+split, on the
+# split irqchip, after every other case). A case runs in its own subshell, in its own empty
 # directory, and ends with `fail "why"`, `skip "why"`, or by returning (= passed). Helpers:
 #   vm NAME ARGS...   run "$VMTEST ARGS" under a timeout, stdin /dev/null; stdout in NAME.out,
 #                     stderr in NAME.err, exit status in $RC (124 = timed out)
@@ -45,7 +46,12 @@ PANIC_RE='Kernel panic - not syncing|end Kernel panic'
 export VMTEST KRUN_E2E_LIBDIR WORK
 
 CASES=""
+SPLIT_CASES=""
 register() { CASES="$CASES $1"; }
+# register_split NAME: NAME, and NAME+split, the same case with KRUN_E2E_SPLIT_IRQCHIP=1 in
+# its environment so that vmtest boots its guests on the split irqchip (krun_split_irqchip).
+# The +split runs come after every other case.
+register_split() { register "$1"; SPLIT_CASES="$SPLIT_CASES $1+split"; }
 
 # Inside a case: end it.
 fail() { printf '%s\n' "$*" >"$WORK/.why"; exit 1; }
@@ -221,6 +227,7 @@ kmsg_now() { awk '{ print $1 }' /proc/uptime 2>/dev/null; }
 for f in "$HERE"/cases/*.sh; do
   . "$f"
 done
+CASES="$CASES $SPLIT_CASES"
 
 if [ "${1:-}" = --list ]; then
   printf '%s\n' $CASES
@@ -239,14 +246,19 @@ guest_died() {
   [ -s "$1/vm-hang.txt" ] || grep -a -q -s -e 'triple-faulted' "$1"/*.err "$1"/*.txt
 }
 
-# Runs case $1 in a fresh directory; sets rc, t and why.
+# Runs case $1 in a fresh directory (NAME+split: case_NAME on the split irqchip); sets rc,
+# t and why.
 run_case() {
   dir=$WORK/$1
   rm -rf "$dir" "$WORK/.why"
   mkdir -p "$dir"
   t0=$(date +%s)
   T0_KMSG=$(kmsg_now)
-  (cd "$dir" && "case_$1")
+  (
+    cd "$dir" || exit 1
+    [ "${1%+split}" = "$1" ] || export KRUN_E2E_SPLIT_IRQCHIP=1
+    "case_${1%+split}"
+  )
   rc=$?
   t=$(($(date +%s) - t0))s
   why=$(cat "$WORK/.why" 2>/dev/null)
@@ -255,7 +267,7 @@ run_case() {
 passed=0
 failed=0
 for name in $CASES; do
-  if ! command -v "case_$name" >/dev/null 2>&1; then
+  if ! command -v "case_${name%+split}" >/dev/null 2>&1; then
     echo "not ok - $name: no such case"
     failed=$((failed + 1))
     continue

@@ -37,6 +37,8 @@
  *   --vsock-port=PORT:PATH[:listen]  krun_add_vsock_port2(PORT, PATH, listen) (repeatable;
  *                        PATH must not contain ':')
  *   --nested             krun_set_nested_virt(ctx, true)
+ *   --split-irqchip      krun_split_irqchip(ctx, true); also when the environment has
+ *                        KRUN_E2E_SPLIT_IRQCHIP=1 (the suite's CASE+split runs)
  *   --pid-file=F         write this process's id (the VMM's) to F before the VM starts
  * Issue 16 (machine2):
  *   --shutdown-on=F      krun_get_shutdown_eventfd(); a forked helper writes 1 to the eventfd
@@ -150,6 +152,7 @@ struct options {
     char *nets[MAX_LIST]; /* --net specs, split in add_net() */
     int net_count;
     int nested;
+    int split_irqchip;
     const char *shutdown_on;
     const char *kernel, *initramfs, *kernel_cmdline;
     long kernel_format;
@@ -174,7 +177,7 @@ static void usage(void)
             "              [--disable-implicit-vsock] [--add-vsock=FEATURES]\n"
             "              [--port-map=HOST:GUEST]... [--empty-port-map]\n"
             "              [--vsock-port=PORT:PATH[:listen]]... [--pid-file=FILE] [--try-net=KIND:ARG]\n"
-            "              [--vsock-port=PORT:PATH[:listen]]... [--pid-file=FILE] [--nested]\n"
+            "              [--vsock-port=PORT:PATH[:listen]]... [--pid-file=FILE] [--nested] [--split-irqchip]\n"
             "              [--shutdown-on=FILE] [--kernel=PATH] [--kernel-format=N]\n"
             "              [--initramfs=PATH] [--kernel-cmdline=TEXT]\n"
             "              [--smbios-oem=TEXT]... [--tsi-scope=SCOPE[:IP[:SUBNET]]]\n"
@@ -370,6 +373,7 @@ static void parse(int argc, char **argv, struct options *o)
         {"try-net", required_argument, NULL, 'T'},
         {"net", required_argument, NULL, 1400},
         {"nested", no_argument, NULL, 'n'},
+        {"split-irqchip", no_argument, NULL, 1008},
         {"shutdown-on", required_argument, NULL, 1100},
         {"kernel", required_argument, NULL, 1101},
         {"kernel-format", required_argument, NULL, 1102},
@@ -489,6 +493,7 @@ static void parse(int argc, char **argv, struct options *o)
             o->nets[o->net_count++] = optarg;
             break;
         case 'n': o->nested = 1; break;
+        case 1008: o->split_irqchip = 1; break;
         case 1100: o->shutdown_on = optarg; break;
         case 1101: o->kernel = optarg; break;
         case 1102: o->kernel_format = parse_number(optarg, "--kernel-format"); break;
@@ -914,6 +919,11 @@ static uint32_t configure(struct options *o)
         add_net(id, o->nets[i]);
     if (o->nested)
         check(krun_set_nested_virt(id, true), "krun_set_nested_virt");
+    {
+        const char *split = getenv("KRUN_E2E_SPLIT_IRQCHIP");
+        if (o->split_irqchip || (split && strcmp(split, "1") == 0))
+            check(krun_split_irqchip(id, true), "krun_split_irqchip");
+    }
     if (o->workdir)
         check(krun_set_workdir(id, o->workdir), "krun_set_workdir");
     if (o->rlimit_count > 0)

@@ -18,10 +18,10 @@ expect_panic_boot() {
   [ "$RC" -ne 0 ] || fail "exit status 0 after the guest kernel panicked; expected non-zero"
 }
 
-register boot_1cpu
+register_split boot_1cpu
 case_boot_1cpu() { expect_panic_boot 1; }
 
-register boot_2cpu
+register_split boot_2cpu
 case_boot_2cpu() { expect_panic_boot 2; }
 
 register console_output

@@ -4,7 +4,7 @@
 
 MIB4=4194304
 
-register console_stdout_4mib
+register_split console_stdout_4mib
 case_console_stdout_4mib() {
   copy_root root || fail "cannot copy the guest root"
   head -c $MIB4 /dev/urandom >root/rand
@@ -16,7 +16,7 @@ case_console_stdout_4mib() {
   cmp -s root/rand big.out || fail "the bytes differ: $(cmp root/rand big.out 2>&1 | head -c 200)"
 }
 
-register console_stdout_stderr_files
+register_split console_stdout_stderr_files
 case_console_stdout_stderr_files() {
   r=$(guest_root) || fail "no busybox root for the guest"
   timeout -k 10 "$VM_TIMEOUT" "$VMTEST" run --root="$r" -- /bin/sh -c \
@@ -29,7 +29,7 @@ case_console_stdout_stderr_files() {
   printf 'err one\n\tx' | cmp -s - two.err || fail "stderr is not exact: $(od -c two.err | head -5)"
 }
 
-register console_stdin_4mib
+register_split console_stdin_4mib
 case_console_stdin_4mib() {
   r=$(guest_root) || fail "no busybox root for the guest"
   head -c $MIB4 /dev/urandom >rand
@@ -62,7 +62,7 @@ many_runs() {
   echo "#   note: $1 VMs of 200 lines in a row, all exact, in $(($(date +%s) - t0)) s"
 }
 
-register console_many_runs
+register_split console_many_runs
 # The figure is 200 VMs; a lab boot takes seconds, so 12 VMs in the suite, and
 # console_200_runs (about 20 minutes in the lab, not in the default list) by name.
 case_console_many_runs() { many_runs 12; }
@@ -71,7 +71,7 @@ case_console_200_runs() { many_runs 200; }
 # The guest shell snippet that sets $p to /dev/<port> for the port named $1.
 FIND_PORT='find_port() { p=; for d in /sys/class/virtio-ports/*; do [ "$(cat $d/name 2>/dev/null)" = "$1" ] && p=/dev/${d##*/}; done; }'
 
-register console_multiport_inout
+register_split console_multiport_inout
 # Two named ports on host files, found by name: alpha's input file reaches the guest (which
 # prints its checksum once it read to the end), and what the guest writes to beta lands in
 # beta's output file unchanged. (A port's input ending closes the port's host side, as
@@ -93,7 +93,7 @@ case_console_multiport_inout() {
   cmp -s expected_beta out_beta || fail "port beta: $(wc -c <out_beta) bytes, expected $(wc -c <expected_beta): $(excerpt out_beta)"
 }
 
-register console_multiport_upstream
+register_split console_multiport_upstream
 # Upstream's tests/test_cases test_multiport_console, as our own case: implicit console off,
 # a default console with only stdout, a multiport console with three ports on socketpairs
 # whose host ends answer PING with PONG; the guest sees exactly those four named ports.
@@ -116,7 +116,7 @@ case_console_multiport_upstream() {
 
 PTYRUN=$(dirname "$VMTEST")/ptyrun
 
-register console_pty
+register_split console_pty
 # On a terminal: the guest's stdin is a tty, it sees the terminal's size and a resize, its
 # output arrives as a tty writes it (\r\n), and the terminal's mode is the same afterwards.
 case_console_pty() {
@@ -135,7 +135,7 @@ case_console_pty() {
     fail "terminal mode changed: before $(sed -n 1p pty.mode), after $(sed -n 2p pty.mode)"
 }
 
-register console_pty_sigterm
+register_split console_pty_sigterm
 # SIGTERM to the VMM while the terminal is raw: the mode is restored before it dies.
 case_console_pty_sigterm() {
   r=$(guest_root) || fail "no busybox root for the guest"
@@ -147,7 +147,7 @@ case_console_pty_sigterm() {
     fail "terminal mode not restored: before $(sed -n 1p term.mode), after $(sed -n 2p term.mode)"
 }
 
-register console_sigint_forwarded
+register_split console_sigint_forwarded
 # stdin is not a terminal: SIGINT to the VMM reaches the guest as a ^C on its console (as
 # upstream forwards it) instead of killing the VMM; the workload's trap runs and its exit
 # status is the VM's.
@@ -177,7 +177,7 @@ case_console_sigint_forwarded() {
   printf '<ready>\n<int>\n' | cmp -s - int.out || fail "guest stdout: $(excerpt int.out)"
 }
 
-register console_multiport_tty
+register_split console_multiport_tty
 # A tty port (krun_add_console_port_tty on a pty) is a tty in the guest: it is listed by name,
 # and, being a console port, it is an hvc tty (the kernel refuses to open console ports as
 # /dev/vport*): hvc0 or hvc1 beside the default console's port 0, in the order the guest
@@ -206,7 +206,7 @@ case_console_multiport_tty() {
     fail "pty mode not restored: before $(sed -n 1p ttyp.mode), after $(sed -n 2p ttyp.mode)"
 }
 
-register console_tail_on_missing_status
+register_split console_tail_on_missing_status
 # A guest that ends without init reporting a status (here the workload reboots the guest;
 # a kernel panic ends the same way) exits with 1, and even a caller that configured no
 # logging gets one line saying so, with the console's last lines: the kernel's own output
@@ -225,7 +225,7 @@ case_console_tail_on_missing_status() {
   [ ! -s tail.out ] || fail "stdout is not empty: $(excerpt tail.out)"
 }
 
-register console_serial
+register_split console_serial
 # krun_add_serial_console_default + krun_set_kernel_console("ttyS0"): the kernel's messages
 # and the guest's writes to /dev/ttyS0 reach the output fd (a tty's bytes: \r\n), and what
 # is written to the input fd (a FIFO, fed once the guest is listening) is read in the guest.

@@ -6,7 +6,7 @@
 
 # Most cases use the shared busybox root: they do not write into it.
 
-register exec_stdio
+register_split exec_stdio
 case_exec_stdio() {
   r=$(guest_root) || fail "no busybox root for the guest"
   guest io run --root="$r" -- /bin/sh -c 'echo "<to stdout>"; echo "<to stderr>" >&2; exit 0'

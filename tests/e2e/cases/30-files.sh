@@ -7,7 +7,7 @@
 sum_of() { sha256sum | cut -d' ' -f1; }
 sum_file() { sha256sum <"$1" | cut -d' ' -f1; }
 
-register files_ops
+register_split files_ops
 case_files_ops() {
   copy_root root || fail "cannot copy the busybox root"
   d=root/data
@@ -78,7 +78,7 @@ EOF
     fail "the share holds other files than expected: $(diff want-listing.txt listing.txt | grep '^[-+]\.' | tr '\n' ' ')"
 }
 
-register files_readonly_share
+register_split files_readonly_share
 case_files_readonly_share() {
   copy_root root || fail "cannot copy the busybox root"
   mkdir ro
@@ -111,7 +111,7 @@ EOF
   [ "$(ls ro | tr '\n' ' ')" = "keep subdir " ] || fail "the read-only share now holds: $(ls ro | tr '\n' ' ')"
 }
 
-register files_64mib
+register_split files_64mib
 case_files_64mib() {
   copy_root root || fail "cannot copy the busybox root"
   cat >root/e2e.sh <<'EOF'
@@ -128,7 +128,7 @@ EOF
   [ "$got" = "$want" ] || fail "sha256 on the host $got differs from the guest's $want"
 }
 
-register escape_share
+register_split escape_share
 case_escape_share() {
   secret="host-secret-$$-$(date +%s)"
   # The share is $PWD/up/case/root; a marker file sits on each of the three levels above it,

@@ -4,7 +4,7 @@
 # page; the bytes must still be on the host, exactly, when the VM has ended (no sync in the
 # guest script: init's final sync and the write-through cache have to be enough).
 
-register fs_large_writes
+register_split fs_large_writes
 case_fs_large_writes() {
   copy_root root || fail "cannot copy the busybox root"
   head -c 3145728 /dev/urandom >root/r.bin

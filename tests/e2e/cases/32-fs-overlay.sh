@@ -7,7 +7,7 @@ sum_file() { sha256sum <"$1" | cut -d' ' -f1; }
 # Upstream's augmentfs scenario: the root is NullFs and everything in it is injected: init
 # (one-shot), the static workload (busybox), a script and a config file (persistent), and
 # /dev, /proc, /sys as virtual directories for init to mount on.
-register fs_augment_nullfs_root
+register_split fs_augment_nullfs_root
 case_fs_augment_nullfs_root() {
   bb=$(guest_root)/bin/busybox
   [ -x "$bb" ] || fail "no busybox in the guest root"
@@ -59,7 +59,7 @@ EOF2
 
 # A virtual file hides a host file of the same name (which stays as it was) next to the host
 # directory's other files, and a virtual directory holds a virtual file.
-register fs_overlay_shadows_host_file
+register_split fs_overlay_shadows_host_file
 case_fs_overlay_shadows_host_file() {
   copy_root root || fail "cannot copy the busybox root"
   printf 'host version\n' >root/etc/shadowed
@@ -102,7 +102,7 @@ EOF2
 # krun_add_virtiofs4: semantics 0 shows the host owner, 1 (LinuxSimplified) shows the guest
 # process as the owner and keeps the host owner on chown, while permission bits stay the
 # host's both ways; any other value is refused with EINVAL before anything boots.
-register fs_semantics
+register_split fs_semantics
 case_fs_semantics() {
   [ "$(id -u)" = 0 ] || skip "needs root to give the host files another owner"
   mkdir complete simplified
@@ -152,7 +152,7 @@ layer_state() {
 # write or chmod of a lower file copies it up into the top layer; a delete leaves an OCI
 # whiteout there; whiteouts and opaque markers already in the top layer hide lower entries;
 # the lower layers stay as they were; a second boot over the same layers sees the changes.
-register fs_overlay_root_layers
+register_split fs_overlay_root_layers
 case_fs_overlay_root_layers() {
   copy_root base || fail "cannot copy the busybox root"
   mkdir -p base/data/dir base/data/opq middle/data top/data/opq

@@ -7,7 +7,7 @@
 
 DAXMAP=${DAXMAP:-$HERE/daxmap}
 
-register fs_dax
+register_split fs_dax
 case_fs_dax() {
   copy_root root || fail "cannot copy the busybox root"
   cp "$DAXMAP" root/bin/daxmap || fail "cannot copy daxmap into the guest root"

@@ -2,7 +2,7 @@
 # guest's inet sockets (TSI), so a guest `wget` of the host's 127.0.0.1 reaches a server on
 # the host, and init has configured dummy0 (203.0.113.1/24) as upstream's does.
 
-register vsock_tsi_smoke
+register_split vsock_tsi_smoke
 case_vsock_tsi_smoke() {
   command -v busybox >/dev/null 2>&1 && busybox httpd --help >/dev/null 2>&1 ||
     skip "no busybox httpd on this host"

@@ -93,7 +93,7 @@ net_httpd() {
   cmp -s host.blob www/blob || fail "the host's own wget got a different body (httpd problem)"
 }
 
-register net_wget
+register_split net_wget
 case_net_wget() {
   net_root root
   net_httpd 18080
@@ -107,7 +107,7 @@ case_net_wget() {
   expect_rc wget 0
 }
 
-register net_udp_echo
+register_split net_udp_echo
 case_net_udp_echo() {
   net_root root
   "$NETIO" udp-echo 18081 >echo.txt 2>&1 &
@@ -121,7 +121,7 @@ case_net_udp_echo() {
 
 # The guest also listens on port 81, which the map does not name: with a map, only mapped
 # ports are exposed (upstream), so the host's 127.0.0.1:81 must refuse.
-register net_port_map
+register_split net_port_map
 case_net_port_map() {
   net_root root
   msg="e2e-port-map-$$"
@@ -147,7 +147,7 @@ case_net_port_map() {
 BIG=67108864
 
 # listen=false: the guest connects to vsock port 5001, the VMM to the host's unix listener.
-register net_vsock_guest_to_host
+register_split net_vsock_guest_to_host
 case_net_vsock_guest_to_host() {
   net_root root
   h=$(net_hash "$BIG" 11)
@@ -163,7 +163,7 @@ case_net_vsock_guest_to_host() {
 }
 
 # listen=true: the VMM listens on the unix path; the host connects and sends to the guest.
-register net_vsock_host_to_guest
+register_split net_vsock_host_to_guest
 case_net_vsock_host_to_guest() {
   net_root root
   h=$(net_hash "$BIG" 12)
@@ -182,7 +182,7 @@ case_net_vsock_host_to_guest() {
 # A guest that accepts and then does not read: the host keeps pushing into the listen=true
 # bridge; the VMM's resident memory must stay within a small bound (vsock credit stops the
 # flow), and once the guest reads again every byte arrives.
-register net_vsock_backpressure
+register_split net_vsock_backpressure
 case_net_vsock_backpressure() {
   net_root root
   push=268435456
@@ -220,7 +220,7 @@ case_net_vsock_backpressure() {
 }
 
 # listen=true with 4 host clients at once, each echoing its own payload through the guest.
-register net_vsock_concurrent_listen
+register_split net_vsock_concurrent_listen
 case_net_vsock_concurrent_listen() {
   net_root root
   vm_bg cl run --root="$PWD/root" --vsock-port="5004:$PWD/c.sock:listen" -- \
@@ -243,7 +243,7 @@ case_net_vsock_concurrent_listen() {
 }
 
 # listen=false with 4 guest clients at once to one host unix listener that echoes.
-register net_vsock_concurrent_connect
+register_split net_vsock_concurrent_connect
 case_net_vsock_concurrent_connect() {
   net_root root
   "$NETIO" listen "unix:$PWD/e.sock" --count=4 echo >host.txt 2>&1 &
@@ -260,7 +260,7 @@ case_net_vsock_concurrent_connect() {
 
 # krun_disable_implicit_vsock + krun_add_vsock(0): no TSI, so the guest cannot reach the host's
 # HTTP server (net_wget shows it can with TSI); a vsock port bridge still works.
-register net_tsi_disabled
+register_split net_tsi_disabled
 case_net_tsi_disabled() {
   net_root root
   net_httpd 18083
@@ -282,7 +282,7 @@ case_net_tsi_disabled() {
 # with the subnet's prefix when the IP lies in it (else /32); scope 1 lets guest sockets reach
 # only that subnet (a refused connect is EACCES, "Permission denied"); and with an IP, a guest
 # listener is exposed on the host only when bound to that IP or the wildcard.
-register net_tsi_scope_ip
+register_split net_tsi_scope_ip
 case_net_tsi_scope_ip() {
   net_root root
   net_httpd 18084
