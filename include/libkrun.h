@@ -345,7 +345,8 @@ int32_t krun_setgid(uint32_t ctx_id, gid_t gid);
 
 /**
  * Serves the host directory `root_path` as the guest's `/` over virtio-fs (tag
- * `KRUN_FS_ROOT_TAG`). Returns 0, -ENOENT for an unknown context or a missing directory,
+ * `KRUN_FS_ROOT_TAG`), with upstream's 512 MiB DAX window (the kernel mounts the root
+ * without `dax`, so the window holds no mapping unless the guest asks for one). Returns 0, -ENOENT for an unknown context or a missing directory,
  * -ENOTDIR if `root_path` is not a directory, -EINVAL for a NULL, empty or non-UTF-8 path,
  * -EEXIST if a root is already set.
  *
@@ -370,8 +371,8 @@ int32_t krun_add_virtiofs(uint32_t ctx_id, const char *c_tag, const char *c_path
 
 /**
  * As `krun_add_virtiofs`, with a DAX window of `shm_size` bytes (0: none), rounded up to
- * 2 MiB, which the guest uses when it mounts the share with `-o dax`. The root share
- * (`/dev/root`) is served without a window: its `shm_size` is ignored with a warning.
+ * 2 MiB, which the guest uses when it mounts the share with `-o dax`; the root share
+ * (`/dev/root`) gets its window too.
  *
  * # Safety
  * `c_tag` and `c_path` are NULL or NUL-terminated.

@@ -341,21 +341,19 @@ impl<'a> DeviceManager<'a> {
 
     /// A virtio-fs device serving `share` (a host directory, or NullFs when it has none) with
     /// the virtual entries of `entries`, which the caller may keep adding to until the guest
-    /// starts; `exit_code` is the root share's. A share other than the root with a
-    /// `shm_size` gets a DAX window of that size; the root is served without one (see
-    /// `docs/limits.md`).
+    /// starts; `exit_code` is the root share's. A share with a `shm_size` (the root of
+    /// `krun_set_root`: 512 MiB, as upstream) gets a DAX window of that size.
     pub fn add_fs(
         &mut self,
         share: &config::FsShare,
         entries: devices::fs::VirtualEntries,
         exit_code: Option<devices::fs::ExitCode>,
     ) -> Result<(), DeviceError> {
-        let dax: Option<Arc<dyn devices::fs::DaxWindow>> =
-            if share.shm_size != 0 && share.tag != config::ROOT_FS_TAG {
-                Some(self.add_dax_window(&share.tag, share.shm_size)?)
-            } else {
-                None
-            };
+        let dax: Option<Arc<dyn devices::fs::DaxWindow>> = if share.shm_size != 0 {
+            Some(self.add_dax_window(&share.tag, share.shm_size)?)
+        } else {
+            None
+        };
         let device = devices::fs::Fs::new(devices::fs::FsConfig {
             tag: share.tag.clone(),
             path: share.path.clone(),

@@ -4,7 +4,7 @@
 //! [`account`] destructures `VmConfig` without `..`: adding a field breaks the build here
 //! until it is given a consumer below (or is refused or logged as ignored). Keep it that way.
 
-use crate::config::{VmConfig, ROOT_FS_TAG, ROOT_SHM_SIZE};
+use crate::config::VmConfig;
 use crate::vm::VmError;
 
 /// Checks a config before `Vm::new` builds anything: Err names the first setting this VMM
@@ -16,8 +16,8 @@ pub(crate) fn account(config: &VmConfig) -> Result<(), VmError> {
         // Used by Vm::new: KVM vCPUs, boot structures, guest RAM.
         vcpus: _,
         ram_mib: _,
-        // Used by Vm::new: virtio-fs devices (the root and extra shares).
-        fs_shares,
+        // Used by Vm::new: virtio-fs devices (the root and extra shares, DAX windows).
+        fs_shares: _,
         // Used by Vm::new: virtio-blk devices, and the disk root (crate::block_root).
         disks: _,
         root_disk_remount: _,
@@ -57,16 +57,6 @@ pub(crate) fn account(config: &VmConfig) -> Result<(), VmError> {
 
     crate::boot::smbios::check_oem_strings(smbios_oem_strings)
         .map_err(|e| VmError::Boot(crate::boot::BootError::Smbios(e)))?;
-    for share in fs_shares
-        .iter()
-        .filter(|s| s.tag == ROOT_FS_TAG && s.shm_size != 0 && s.shm_size != ROOT_SHM_SIZE)
-    {
-        log::info!(
-            "ignored: DAX window of {} bytes for virtio-fs {:?} (the root has no DAX window)",
-            share.shm_size,
-            share.tag
-        );
-    }
     Ok(())
 }
 

@@ -61,3 +61,34 @@ EOS
   [ "${maps:-0}" -ge 4 ] || fail "${maps:-0} SETUPMAPPING requests for an 8 MiB file: $stats"
   [ "${reads:-0}" -lt 8 ] || fail "$reads READ requests: the reads did not go through DAX: $stats"
 }
+
+# The root's window (upstream's 512 MiB): krun_set_root, and krun_add_virtiofs2 with the root
+# tag as crun's handler gives it. The guest's driver claims the cache region it found, so
+# /proc/iomem lists 512 MiB under the root device's name (a device without a window logs
+# "No cache capability" instead); the kernel mounts the root without dax, so nothing is
+# mapped into it and the root works as before.
+IOMEM_CMD='# The root is the only virtio-fs device here.
+  d=$(ls -d /sys/bus/virtio/drivers/virtiofs/virtio* | head -n 1); d=${d##*/}
+  grep " : $d\$" /proc/iomem | sed "s/^ *//; s/^/<iomem: /; s/\$/>/"
+  dmesg | grep -c "No cache capability" | sed "s/^/<no cache lines: /; s/\$/>/"
+  echo "<root works>"'
+
+# root_window NAME: NAME.txt shows one 512 MiB region for the root's device.
+root_window() {
+  expect_rc "$1" 0
+  expect_line "$1" "<root works>"
+  expect_line "$1" "<no cache lines: 0>"
+  range=$(sed -n 's/^<iomem: \([0-9a-f]*-[0-9a-f]*\) : virtio[0-9]*>$/\1/p' "$1.txt")
+  [ -n "$range" ] || fail "no /proc/iomem region under the root device's name: $(excerpt "$1.txt")"
+  start=$(printf '%d' "0x${range%-*}") end=$(printf '%d' "0x${range#*-}")
+  [ $((end - start + 1)) -eq 536870912 ] || fail "the root's window is $range, not 512 MiB"
+}
+
+register fs_dax_root_window
+case_fs_dax_root_window() {
+  r=$(guest_root) || fail "no busybox root for the guest"
+  guest set run --root="$r" -- /bin/sh -c "$IOMEM_CMD"
+  root_window set
+  guest v2 run --root-virtiofs="$r" -- /bin/sh -c "$IOMEM_CMD"
+  root_window v2
+}

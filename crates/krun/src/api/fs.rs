@@ -3,13 +3,14 @@
 use std::ffi::c_char;
 use std::path::PathBuf;
 
-use vmm::config::{FsOverlay, FsOverlayKind, FsSemantics, FsShare, Shown};
+use vmm::config::{FsOverlay, FsOverlayKind, FsSemantics, FsShare};
 
 use crate::ctx;
 use crate::ffi::{self, guard, ApiError};
 
 /// Serves the host directory `root_path` as the guest's `/` over virtio-fs (tag
-/// `KRUN_FS_ROOT_TAG`). Returns 0, -ENOENT for an unknown context or a missing directory,
+/// `KRUN_FS_ROOT_TAG`), with upstream's 512 MiB DAX window (the kernel mounts the root
+/// without `dax`, so the window holds no mapping unless the guest asks for one). Returns 0, -ENOENT for an unknown context or a missing directory,
 /// -ENOTDIR if `root_path` is not a directory, -EINVAL for a NULL, empty or non-UTF-8 path,
 /// -EEXIST if a root is already set.
 ///
@@ -34,7 +35,6 @@ pub unsafe extern "C" fn krun_set_root(ctx_id: u32, root_path: *const c_char) ->
 /// # Safety
 /// `c_tag` and `c_path` are NULL or NUL-terminated.
 unsafe fn add_share(
-    func: &'static str,
     ctx_id: u32,
     (c_tag, c_path): (*const c_char, *const c_char),
     shm_size: u64,
@@ -59,13 +59,6 @@ unsafe fn add_share(
         backend: None,
     };
     ctx::with(ctx_id, |c| c.add_fs_share(share))?;
-    if shm_size != 0 && tag == vmm::config::ROOT_FS_TAG {
-        ffi::ignored(
-            func,
-            &format!("DAX window of {shm_size} bytes for tag {}", Shown(tag)),
-            "the root share is served without a DAX window; other shares get theirs",
-        );
-    }
     Ok(0)
 }
 
@@ -88,7 +81,6 @@ pub unsafe extern "C" fn krun_add_virtiofs(
     // SAFETY: forwarded contract.
     guard("krun_add_virtiofs", || unsafe {
         add_share(
-            "krun_add_virtiofs",
             ctx_id,
             (c_tag, c_path),
             0,
@@ -99,8 +91,8 @@ pub unsafe extern "C" fn krun_add_virtiofs(
 }
 
 /// As `krun_add_virtiofs`, with a DAX window of `shm_size` bytes (0: none), rounded up to
-/// 2 MiB, which the guest uses when it mounts the share with `-o dax`. The root share
-/// (`/dev/root`) is served without a window: its `shm_size` is ignored with a warning.
+/// 2 MiB, which the guest uses when it mounts the share with `-o dax`; the root share
+/// (`/dev/root`) gets its window too.
 ///
 /// # Safety
 /// `c_tag` and `c_path` are NULL or NUL-terminated.
@@ -114,7 +106,6 @@ pub unsafe extern "C" fn krun_add_virtiofs2(
     // SAFETY: forwarded contract.
     guard("krun_add_virtiofs2", || unsafe {
         add_share(
-            "krun_add_virtiofs2",
             ctx_id,
             (c_tag, c_path),
             shm_size,
@@ -139,7 +130,6 @@ pub unsafe extern "C" fn krun_add_virtiofs3(
     // SAFETY: forwarded contract.
     guard("krun_add_virtiofs3", || unsafe {
         add_share(
-            "krun_add_virtiofs3",
             ctx_id,
             (c_tag, c_path),
             shm_size,
@@ -171,16 +161,7 @@ pub unsafe extern "C" fn krun_add_virtiofs4(
         ctx::check(ctx_id)?;
         let semantics = FsSemantics::from_raw(semantics)?;
         // SAFETY: forwarded contract.
-        unsafe {
-            add_share(
-                "krun_add_virtiofs4",
-                ctx_id,
-                (c_tag, c_path),
-                shm_size,
-                read_only,
-                semantics,
-            )
-        }
+        unsafe { add_share(ctx_id, (c_tag, c_path), shm_size, read_only, semantics) }
     })
 }
 
