@@ -9,7 +9,7 @@
 use std::os::unix::thread::JoinHandleExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Once};
+use std::sync::{mpsc, Arc, Mutex, Once};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
@@ -150,6 +150,8 @@ pub struct Vm {
     console_tails: Vec<devices::console::ConsoleTail>,
     /// Stop requests from other threads ([`Vm::stop_handle`]).
     stop: StopHandle,
+    /// How the run ended, as the vCPU that ended it saw it (for [`GuestEndReport`]).
+    ended: Arc<Mutex<Option<String>>>,
 }
 
 /// How a run ended ([`Vm::run_to_end`]).
@@ -300,6 +302,20 @@ fn create_serial(
     Ok(Some(device))
 }
 
+/// What a vCPU's end means, in words for the log.
+fn describe_end(end: &VcpuEnd) -> String {
+    match end {
+        VcpuEnd::Reset => "a CPU reset request through the i8042 or KVM (how Linux reboots, and \
+                           with panic=-1 what it does right after a kernel panic)"
+            .into(),
+        VcpuEnd::Shutdown => "a power-off (or a halt with interrupts off)".into(),
+        VcpuEnd::TripleFault => "a triple fault".into(),
+        VcpuEnd::Crash => "a crash the guest reported".into(),
+        VcpuEnd::Kicked => "a stop from another thread".into(),
+        VcpuEnd::Failed(e) => format!("a failure: {e}"),
+    }
+}
+
 /// The CMOS RTC, its memory-size bytes matching the RAM layout of `ram_mib`.
 fn cmos_for(ram_mib: u32) -> devices::legacy::Cmos {
     let (mut below, mut above) = (0, 0);
@@ -319,6 +335,9 @@ fn cmos_for(ram_mib: u32) -> devices::legacy::Cmos {
 pub struct GuestEndReport {
     exit_code: Option<devices::fs::ExitCode>,
     console_tails: Vec<devices::console::ConsoleTail>,
+    /// What the vCPU that ended the run saw (None before the run ended): shared with the
+    /// VM, so a report taken before the run says it once the run is over.
+    ended: Arc<Mutex<Option<String>>>,
 }
 
 impl GuestEndReport {
@@ -335,6 +354,10 @@ impl GuestEndReport {
         let mut message = format!(
             "the guest ended without reporting an exit status (status {NO_EXIT_CODE_STATUS})"
         );
+        if let Some(ended) = &*self.ended.lock().unwrap_or_else(|p| p.into_inner()) {
+            message.push_str(": ");
+            message.push_str(ended);
+        }
         if !lines.is_empty() {
             message.push_str("; its console's last lines:\n  ");
             message.push_str(&lines.join("\n  "));
@@ -349,6 +372,7 @@ impl Vm {
         GuestEndReport {
             exit_code: self.exit_code.clone(),
             console_tails: self.console_tails.clone(),
+            ended: self.ended.clone(),
         }
     }
 
@@ -568,6 +592,7 @@ impl Vm {
             signals,
             stop,
             console_tails,
+            ended: Arc::default(),
         })
     }
 
@@ -650,6 +675,10 @@ impl Vm {
         }
         let reported = self.exit_code.as_ref().and_then(|c| c.get());
         let stop_requested = matches!(first, Some(RunEvent::StopRequested));
+        if let Some(RunEvent::Vcpu(id, end)) = &first {
+            *self.ended.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(format!("vCPU {id} saw {}", describe_end(end)));
+        }
         // A stopped VM has no status on purpose: nothing to report.
         if !stop_requested {
             if let Some(message) = self.end_report().missing_status() {

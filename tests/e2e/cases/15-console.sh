@@ -209,7 +209,8 @@ case_console_multiport_tty() {
 register_split console_tail_on_missing_status
 # A guest that ends without init reporting a status (here the workload reboots the guest;
 # a kernel panic ends the same way) exits with 1, and even a caller that configured no
-# logging gets one line saying so, with the console's last lines: the kernel's own output
+# logging gets one line saying so, with how the vCPU saw it end (the reboot is a reset
+# request) and the console's last lines: the kernel's own output
 # went to the log, which is off by default. The marker is assembled at run time so the
 # kernel's echo of its command line cannot match it.
 case_console_tail_on_missing_status() {
@@ -219,7 +220,7 @@ case_console_tail_on_missing_status() {
   RC=$?
   timed_out "$RC" && fail "did not end within ${VM_TIMEOUT}s"
   [ "$RC" -eq 1 ] || fail "exit status $RC, expected 1: $(excerpt tail.err)"
-  has tail.err '^libkrun: the guest ended without reporting an exit status \(status 1\); its console.s last lines:$' ||
+  has tail.err '^libkrun: the guest ended without reporting an exit status \(status 1\): vCPU 0 saw a CPU reset request through the i8042 .*; its console.s last lines:$' ||
     fail "no line saying the guest ended without a status: $(excerpt tail.err)"
   has tail.err '^  .*last-words-of-the-guest' || fail "the console's last lines are not shown: $(excerpt tail.err)"
   [ ! -s tail.out ] || fail "stdout is not empty: $(excerpt tail.out)"
