@@ -15,7 +15,9 @@
 # BENCH_FS_MIB (sequential read, default 256), BENCH_WRITE_MIB (sequential write, default 32:
 # our writes ran at ~1 MiB/s in the lab), BENCH_FILES (metadata walk,
 # default 10000), BENCH_NET_MIB (each way, default 64), BENCH_MEM (guest MiB, default 256),
-# BENCH_ONLY (the workloads to run, of: true echo fs blk net balloon; default all),
+# BENCH_DAX_MIB (the file read with dd from a share with and without a DAX window, default
+# 256), BENCH_DAX_MMAP_MIB (the file touched page by page through mmap, default 64),
+# BENCH_ONLY (the workloads to run, of: true echo fs dax blk net balloon; default all),
 # KRUN_BENCH_ROOTFS (a busybox root; default $KRUNLAB_ROOTFS), BENCH_VM_TIMEOUT (default 300).
 set -u
 
@@ -29,6 +31,8 @@ MEM=${BENCH_MEM:-256}
 BLK_MIB=${BENCH_BLK_MIB:-128}
 RAND_SECS=${BENCH_RAND_SECS:-10}
 VM_TIMEOUT=${BENCH_VM_TIMEOUT:-300}
+DAX_MIB=${BENCH_DAX_MIB:-256}
+DAX_MMAP_MIB=${BENCH_DAX_MMAP_MIB:-64}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/krun-bench.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 ROOT=$WORK/root
@@ -48,6 +52,7 @@ cp -a "${KRUN_BENCH_ROOTFS:-$KRUNLAB_ROOTFS}" "$ROOT" || exit 1
 cp "$HERE/netio" "$ROOT/bin/netio" || exit 1
 cp "$HERE/memhog" "$ROOT/bin/memhog" || exit 1
 cp "$HERE/randread" "$ROOT/bin/randread" || exit 1
+cp "$HERE/daxmap" "$ROOT/bin/daxmap" || exit 1
 mkdir -p "$ROOT/bdata" "$ROOT/meta"
 # The file the guests read, written here (not through virtio-fs).
 dd if=/dev/zero of="$ROOT/bdata/r" bs=1M count="$FS_MIB" 2>/dev/null || exit 1
@@ -84,6 +89,32 @@ for j in 1 4; do
   r=$(randread /dev/vda '"$RAND_SECS"' $j) || exit 1
   echo "$r"; echo "@@m blk_randread_iops_j$j ${r##*iops=}"
 done'
+# DAX: the same host directory as two shares, "dax" with a window (mounted dax=always) and
+# "nodax" without; cold guest caches for each read. A library whose "dax" share does not
+# mount with DAX (statx shows no DAX attribute) reports dax_mount 0 and no DAX figures.
+DAX_CMD="$T"'
+mkdir -p /mnt/d /mnt/n
+mount -t virtiofs nodax /mnt/n || exit 1
+dax=0
+mount -t virtiofs -o dax=always dax /mnt/d 2>/dev/null && daxmap isdax /mnt/d/r | grep -q "=1>" && dax=1
+echo "@@m dax_mount $dax"
+echo 3 >/proc/sys/vm/drop_caches
+t0=$(u); dd if=/mnt/n/r of=/dev/null bs=1M 2>/dev/null || exit 1; t1=$(u)
+echo 3 >/proc/sys/vm/drop_caches
+t2=$(u); daxmap touch /mnt/n/m >/dev/null || exit 1; t3=$(u)
+echo "@@m nodax_read_s $(d $t0 $t1)"; echo "@@m nodax_mmap_s $(d $t2 $t3)"
+if [ $dax = 1 ]; then
+  echo 3 >/proc/sys/vm/drop_caches
+  t4=$(u); dd if=/mnt/d/r of=/dev/null bs=1M 2>/dev/null || exit 1; t5=$(u)
+  echo 3 >/proc/sys/vm/drop_caches
+  t6=$(u); daxmap touch /mnt/d/m >/dev/null || exit 1; t7=$(u)
+  echo "@@m dax_read_s $(d $t4 $t5)"; echo "@@m dax_mmap_s $(d $t6 $t7)"
+fi
+echo "@@m dax_done 1"'
+mkdir -p "$WORK/dax"
+dd if=/dev/zero of="$WORK/dax/r" bs=1M count="$DAX_MIB" 2>/dev/null || exit 1
+dd if=/dev/zero of="$WORK/dax/m" bs=1M count="$DAX_MMAP_MIB" 2>/dev/null || exit 1
+printf '%s\n' "$DAX_CMD" >"$ROOT/bench-dax.sh"
 printf '%s\n' "$BLK_CMD" >"$ROOT/bench-blk.sh"
 printf '%s\n' "$FS_CMD" >"$ROOT/bench-fs.sh"
 printf '%s\n' "$NET_CMD" >"$ROOT/bench-net.sh"
@@ -176,6 +207,12 @@ while [ "$r" -le "$ROUNDS" ]; do
   for lib in $order; do
     want fs || break
     one "$lib" "$r" fs "@@m meta_files" -- /bin/sh /bench-fs.sh
+  done
+  for lib in $order; do
+    want dax || break
+    # A 512 MiB window, upstream's size for the root.
+    VM_EXTRA="--virtiofs2=dax:$WORK/dax:536870912 --virtiofs=nodax:$WORK/dax" \
+      one "$lib" "$r" dax "@@m dax_done" -- /bin/sh /bench-dax.sh
   done
   for lib in $order; do
     want blk || break

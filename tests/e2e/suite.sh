@@ -243,7 +243,8 @@ fi
 # more and both tries are reported; `make test` counts them. A guest that ran to its end with
 # a wrong result is never retried.
 guest_died() {
-  [ -s "$1/vm-hang.txt" ] || grep -a -q -s -e 'triple-faulted' "$1"/*.err "$1"/*.txt
+  [ -s "$1/vm-hang.txt" ] ||
+    grep -a -q -s -e 'triple-faulted' -e 'saw a triple fault' "$1"/*.err "$1"/*.txt
 }
 
 # Runs case $1 in a fresh directory (NAME+split: case_NAME on the split irqchip); sets rc,
