@@ -192,6 +192,23 @@ vm_hang_dump() {
       done
     done
   done
+  kvm_exit_sample
+}
+
+# Why the vCPUs exit while a guest hangs: 0.2 s of the kvm_exit tracepoint, counted by exit
+# reason and guest RIP (an in-kernel loop shows as exits that never reach the VMM).
+kvm_exit_sample() {
+  _tr=/sys/kernel/tracing
+  [ -d "$_tr/events" ] || mount -t tracefs nodev "$_tr" 2>/dev/null
+  [ -w "$_tr/events/kvm/kvm_exit/enable" ] || { echo "  (no kvm_exit tracepoint)"; return 0; }
+  : >"$_tr/trace"
+  echo 1 >"$_tr/events/kvm/kvm_exit/enable"
+  sleep 0.2
+  echo 0 >"$_tr/events/kvm/kvm_exit/enable"
+  echo "  kvm_exit in 0.2 s: count, reason, guest RIP"
+  sed -n 's/.*kvm_exit: vcpu \([0-9]*\) reason \([^ ]*\) rip \(0x[0-9a-f]*\).*/vcpu\1 \2 \3/p' "$_tr/trace" |
+    sort | uniq -c | sort -rn | head -n 12 | sed 's/^/   /'
+  : >"$_tr/trace"
 }
 
 # Shadows timeout(1) for the cases: 8 s before a run of 20 s or more would be stopped, the
