@@ -261,7 +261,7 @@ fi
 # a wrong result is never retried.
 guest_died() {
   [ -s "$1/vm-hang.txt" ] ||
-    grep -a -q -s -e 'triple-faulted' -e 'saw a triple fault' "$1"/*.err "$1"/*.txt
+    grep -a -q -s -e 'triple-faulted' -e 'saw a triple fault' "$1"/*.err "$1"/*.txt "$1"/*.out
 }
 
 # Runs case $1 in a fresh directory (NAME+split: case_NAME on the split irqchip); sets rc,
