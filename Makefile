@@ -44,7 +44,7 @@ KRUNLAB := tests/lab/krunlab
 export CARGO_TARGET_DIR := $(TARGET)
 
 .PHONY: all lib header-check header pc examples install uninstall test test-unit \
-	test-harness test-install test-abi test-e2e bench lint demo clean fuzz FORCE
+	test-harness test-install test-abi test-e2e bench posix lint demo clean fuzz FORCE
 
 all: lib header-check pc examples
 
@@ -146,6 +146,12 @@ test-e2e: all
 # BENCH_ROUNDS=3; sizes: BENCH_FS_MIB, BENCH_FILES, BENCH_NET_MIB (tests/bench/bench.sh).
 bench: all
 	tests/bench/run $(or $(BENCH_ROUNDS),3)
+
+# pjdfstest (the POSIX file system suite, fetched at its pinned commit, never committed) in
+# a guest on the virtio-fs root, with ours and with the bench's reference (tests/posix/run).
+# POSIX_DIRS: pjdfstest's test directories (default all).
+posix: all
+	tests/posix/run $(POSIX_DIRS)
 
 # The property/fuzz harnesses of crates/devices (src/*/fuzz.rs) for longer than `cargo test`
 # runs them (64 cases each): minutes, not seconds. Release-optimized test build, so more
