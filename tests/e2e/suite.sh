@@ -196,7 +196,8 @@ vm_hang_dump() {
 }
 
 # Why the vCPUs exit while a guest hangs: 0.2 s of the kvm_exit tracepoint, counted by exit
-# reason and guest RIP (an in-kernel loop shows as exits that never reach the VMM).
+# reason, guest RIP and exit info (an in-kernel loop shows as exits that never reach the
+# VMM; a guest spinning with no exit at all shows none).
 kvm_exit_sample() {
   _tr=/sys/kernel/tracing
   [ -d "$_tr/events" ] || mount -t tracefs nodev "$_tr" 2>/dev/null
@@ -205,8 +206,10 @@ kvm_exit_sample() {
   echo 1 >"$_tr/events/kvm/kvm_exit/enable"
   sleep 0.2
   echo 0 >"$_tr/events/kvm/kvm_exit/enable"
-  echo "  kvm_exit in 0.2 s: count, reason, guest RIP"
-  sed -n 's/.*kvm_exit: vcpu \([0-9]*\) reason \([^ ]*\) rip \(0x[0-9a-f]*\).*/vcpu\1 \2 \3/p' "$_tr/trace" |
+  # info1/info2 say what the exit was about (for npf: the error code and the guest
+  # physical address that faulted).
+  echo "  kvm_exit in 0.2 s: count, reason, guest RIP, info1, info2"
+  sed -n 's/.*kvm_exit: vcpu \([0-9]*\) reason \([^ ]*\) rip \(0x[0-9a-f]*\) info1 \(0x[0-9a-f]*\) info2 \(0x[0-9a-f]*\).*/vcpu\1 \2 \3 \4 \5/p' "$_tr/trace" |
     sort | uniq -c | sort -rn | head -n 12 | sed 's/^/   /'
   : >"$_tr/trace"
 }

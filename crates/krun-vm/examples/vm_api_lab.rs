@@ -76,7 +76,22 @@ fn resources() -> String {
     )
 }
 
+/// `resources()` once the threads the runs joined are gone from /proc: a thread that
+/// pthread_join already returned for can stay listed for a moment while the kernel ends it,
+/// so wait (at most 2 s) for the count to fall back to `threads` before reporting it. A
+/// thread that was really left running still shows after that.
+fn resources_settled(threads: usize) -> String {
+    for _ in 0..40 {
+        if count("/proc/self/task") <= threads {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    resources()
+}
+
 fn concurrent(root_a: &str, root_b: &str, dir: &Path) -> Result<(), String> {
+    let threads = count("/proc/self/task");
     let before = resources();
     let t0 = Instant::now();
     let spawn = |root: String, name: &'static str, script: &'static str| {
@@ -105,11 +120,12 @@ fn concurrent(root_a: &str, root_b: &str, dir: &Path) -> Result<(), String> {
     let overlap = a0 < b1 && b0 < a1;
     println!("overlap: {}", if overlap { "yes" } else { "no" });
     println!("before: {before}");
-    println!("after: {}", resources());
+    println!("after: {}", resources_settled(threads));
     Ok(())
 }
 
 fn sequential(root: &str, runs: u32, dir: &Path) -> Result<(), String> {
+    let threads = count("/proc/self/task");
     println!("before: {}", resources());
     for i in 1..=runs {
         let name = format!("run{i}");
@@ -131,7 +147,11 @@ fn sequential(root: &str, runs: u32, dir: &Path) -> Result<(), String> {
             vm(root, dir, &name, &format!("echo $VM; exit {i}"))?
         };
         let status = run(vm, &name)?;
-        println!("{name}: {status} {} rss_kib={}", resources(), rss_kib());
+        println!(
+            "{name}: {status} {} rss_kib={}",
+            resources_settled(threads),
+            rss_kib()
+        );
     }
     Ok(())
 }
@@ -159,6 +179,7 @@ fn yes(b: bool) -> &'static str {
 /// Stops: one VM before it runs, and one of two running at once (the other goes on and
 /// ends by itself); one more VM is dropped without running.
 fn stop(root: &str, keep_root: &str, dir: &Path) -> Result<(), String> {
+    let threads = count("/proc/self/task");
     println!("before: {}", resources());
 
     let early = vm(root, dir, "early", "echo started; sleep 600")?;
@@ -211,7 +232,7 @@ fn stop(root: &str, keep_root: &str, dir: &Path) -> Result<(), String> {
     std::fs::write(Path::new(keep_root).join("go"), b"").map_err(|e| e.to_string())?;
     let kept = keep_thread.join().map_err(|_| "run thread panicked")??;
     println!("other: {kept}");
-    println!("after: {}", resources());
+    println!("after: {}", resources_settled(threads));
     Ok(())
 }
 
