@@ -107,13 +107,6 @@ impl MmioBus {
         (offset < ioapic::MMIO_SIZE).then_some((ioapic, offset))
     }
 
-    /// The end of a level-triggered interrupt (`KVM_EXIT_IOAPIC_EOI`, split irqchip only).
-    pub fn ioapic_eoi(&self, vector: u8) {
-        if let Some(ioapic) = &self.ioapic {
-            lock(ioapic).end_of_interrupt(vector);
-        }
-    }
-
     /// A guest read; addresses without a device read as all ones.
     pub fn read(&self, addr: u64, data: &mut [u8]) {
         if let Some((ioapic, offset)) = self.ioapic_at(addr) {

@@ -9,7 +9,7 @@
 use std::os::unix::thread::JoinHandleExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex, Once};
+use std::sync::{mpsc, Arc, Once, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
@@ -151,7 +151,7 @@ pub struct Vm {
     /// Stop requests from other threads ([`Vm::stop_handle`]).
     stop: StopHandle,
     /// How the run ended, as the vCPU that ended it saw it (for [`GuestEndReport`]).
-    ended: Arc<Mutex<Option<String>>>,
+    ended: Arc<OnceLock<String>>,
 }
 
 /// How a run ended ([`Vm::run_to_end`]).
@@ -337,7 +337,7 @@ pub struct GuestEndReport {
     console_tails: Vec<devices::console::ConsoleTail>,
     /// What the vCPU that ended the run saw (None before the run ended): shared with the
     /// VM, so a report taken before the run says it once the run is over.
-    ended: Arc<Mutex<Option<String>>>,
+    ended: Arc<OnceLock<String>>,
 }
 
 impl GuestEndReport {
@@ -354,7 +354,7 @@ impl GuestEndReport {
         let mut message = format!(
             "the guest ended without reporting an exit status (status {NO_EXIT_CODE_STATUS})"
         );
-        if let Some(ended) = &*self.ended.lock().unwrap_or_else(|p| p.into_inner()) {
+        if let Some(ended) = self.ended.get() {
             message.push_str(": ");
             message.push_str(ended);
         }
@@ -676,8 +676,9 @@ impl Vm {
         let reported = self.exit_code.as_ref().and_then(|c| c.get());
         let stop_requested = matches!(first, Some(RunEvent::StopRequested));
         if let Some(RunEvent::Vcpu(id, end)) = &first {
-            *self.ended.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(format!("vCPU {id} saw {}", describe_end(end)));
+            let _ = self
+                .ended
+                .set(format!("vCPU {id} saw {}", describe_end(end)));
         }
         // A stopped VM has no status on purpose: nothing to report.
         if !stop_requested {

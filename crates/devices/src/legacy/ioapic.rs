@@ -11,7 +11,7 @@
 //!
 //! Every source is an irqfd, that is an edge: a pin the guest sets level-triggered is still
 //! delivered as an edge (its remote IRR never sets, so an EOI, by the EOI register or a
-//! `KVM_EXIT_IOAPIC_EOI`, has nothing to clear). ExtINT and the reserved delivery modes
+//! `KVM_EXIT_IOAPIC_EOI`, has nothing to clear and is ignored). ExtINT and the reserved delivery modes
 //! cannot be expressed as an MSI: such a pin gets no route. The version register reads 0x20
 //! (upstream libkrun's userspace IOAPIC; KVM's in-kernel one reads 0x11), so a guest's boot
 //! log says which IOAPIC it found.
@@ -115,11 +115,6 @@ impl<R: IrqRouting> IoApic<R> {
         }
     }
 
-    /// The backend, for tests and teardown.
-    pub fn routing(&self) -> &R {
-        &self.routing
-    }
-
     /// A guest read at `offset` from the base; registers are 32 bits, narrower reads get
     /// the low bytes, anything else reads 0.
     pub fn read(&self, offset: u64, data: &mut [u8]) {
@@ -146,16 +141,10 @@ impl<R: IrqRouting> IoApic<R> {
             IOREGSEL => self.select = value as u8,
             // The window takes whole registers: a narrower write would leave half an entry.
             IOWIN if data.len() == 4 => self.write_register(self.select, value),
-            IOEOI => self.end_of_interrupt(value as u8),
+            // No remote IRR is ever set (module docs): nothing to end.
+            IOEOI => {}
             _ => {}
         }
-    }
-
-    /// The end of a level-triggered interrupt with `vector` (the EOI register, or KVM's
-    /// `KVM_EXIT_IOAPIC_EOI`). The sources are edges, so no remote IRR is ever set and
-    /// nothing is pending again: there is nothing to do.
-    pub fn end_of_interrupt(&mut self, vector: u8) {
-        let _ = vector;
     }
 
     fn read_register(&self, register: u8) -> u32 {
