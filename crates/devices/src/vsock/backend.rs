@@ -7,7 +7,7 @@
 //! options come from the guest's socket calls, one to one).
 
 use std::io;
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -19,6 +19,15 @@ use super::tsi::TsiAddr;
 /// How long a TSI connect to an unreachable host may take before the guest gets the error.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A stream connect as [`VsockBackend::connect_start`] left it.
+pub enum Connecting {
+    /// Connected (or, for unix sockets, refused) at once.
+    Done(Box<dyn HostStream>),
+    /// Under way: the stream becomes writable when the connect ends, and then
+    /// [`HostStream::take_error`] says whether it failed.
+    InProgress(Box<dyn HostStream>),
+}
+
 /// A listening socket of a `listen = true` bridge, polled for readability by the muxer.
 pub trait HostListener: Send {
     /// The fd that becomes readable when a client waits.
@@ -27,12 +36,18 @@ pub trait HostListener: Send {
     fn accept(&mut self) -> io::Result<Option<Box<dyn HostStream>>>;
 }
 
-/// How the muxer opens host sockets. Shared with the threads that run TSI connects, so the
-/// methods take `&self`.
+/// How the muxer opens host sockets. Every call runs on the device's worker, so none may
+/// block for long.
 pub trait VsockBackend: Send + Sync {
-    /// A non-blocking stream to `addr`. May block for up to [`CONNECT_TIMEOUT`]: TSI calls it
-    /// on a thread of its own, bridges (unix sockets, immediate) on the worker.
+    /// A non-blocking stream to `addr`, connected on return (bridges: unix sockets, which
+    /// connect at once or fail).
     fn connect(&self, addr: &TsiAddr) -> io::Result<Box<dyn HostStream>>;
+    /// A TSI connect: starts it and returns without waiting for a remote host, so a slow or
+    /// unreachable one holds up nothing else (and no thread outlives the VM waiting for it).
+    /// By default the same as [`connect`](Self::connect).
+    fn connect_start(&self, addr: &TsiAddr) -> io::Result<Connecting> {
+        self.connect(addr).map(Connecting::Done)
+    }
     /// A listener at `path` for a `listen = true` bridge; a stale socket file there is
     /// replaced.
     fn listen_unix(&self, path: &Path) -> io::Result<Box<dyn HostListener>>;
@@ -43,6 +58,13 @@ pub trait VsockBackend: Send + Sync {
 pub struct HostBackend;
 
 impl VsockBackend for HostBackend {
+    fn connect_start(&self, addr: &TsiAddr) -> io::Result<Connecting> {
+        match addr {
+            TsiAddr::Inet(a) => tcp_connect_start(a),
+            TsiAddr::Unix(_) => self.connect(addr).map(Connecting::Done),
+        }
+    }
+
     fn connect(&self, addr: &TsiAddr) -> io::Result<Box<dyn HostStream>> {
         Ok(match addr {
             TsiAddr::Inet(a) => {
@@ -67,6 +89,34 @@ impl VsockBackend for HostBackend {
             listener,
             path: path.to_owned(),
         }))
+    }
+}
+
+/// A non-blocking TCP connect to `addr`. The kernel gives up on it after [`CONNECT_TIMEOUT`]
+/// (TCP_USER_TIMEOUT bounds the SYN retries too), so the guest gets ETIMEDOUT then.
+fn tcp_connect_start(addr: &SocketAddr) -> io::Result<Connecting> {
+    use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let fd = socket::socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    socket::setsockopt(
+        &fd,
+        sockopt::TcpUserTimeout,
+        &(CONNECT_TIMEOUT.as_millis() as u32),
+    )?;
+    let started = socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(*addr));
+    let stream = Box::new(TcpStream::from(fd));
+    match started {
+        Ok(()) => Ok(Connecting::Done(stream)),
+        Err(nix::errno::Errno::EINPROGRESS) => Ok(Connecting::InProgress(stream)),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -32,6 +32,10 @@ pub trait HostStream: Read + Write + Send {
     fn peer_inet(&self) -> Option<SocketAddr> {
         None
     }
+    /// The socket's pending error (SO_ERROR): how a non-blocking connect ended.
+    fn take_error(&self) -> io::Result<Option<io::Error>> {
+        Ok(None)
+    }
 }
 
 impl HostStream for UnixStream {
@@ -52,6 +56,9 @@ impl HostStream for TcpStream {
     }
     fn peer_inet(&self) -> Option<SocketAddr> {
         self.peer_addr().ok()
+    }
+    fn take_error(&self) -> io::Result<Option<io::Error>> {
+        TcpStream::take_error(self)
     }
 }
 

@@ -2,7 +2,9 @@
 //! lengths, huge credit) and garbage receive buffers never panic the muxer, nor do floods of
 //! malformed TSI control messages with bad addresses; a good request after them is answered.
 
-use std::io;
+use std::io::{self, Write as _};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -11,7 +13,7 @@ use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestAddress};
 
-use super::backend::{HostListener, VsockBackend};
+use super::backend::{Connecting, HostListener, VsockBackend};
 use super::connection::HostStream;
 use super::muxer::Muxer;
 use super::packet::*;
@@ -213,13 +215,61 @@ proptest! {
     }
 }
 
-/// A backend whose connects wait until the test lets them go, to hold connects in flight.
-struct Stalling(std::sync::Mutex<std::sync::mpsc::Receiver<()>>);
+/// A backend whose connects stay under way: their streams never become writable.
+pub(super) struct Stalling;
+
+/// A socket whose send buffer is full and whose peer never reads.
+pub(super) struct NeverWritable {
+    ours: UnixStream,
+    _peer: UnixStream,
+}
+
+impl NeverWritable {
+    pub(super) fn new() -> io::Result<Self> {
+        let (ours, peer) = UnixStream::pair()?;
+        ours.set_nonblocking(true)?;
+        let chunk = [0u8; 65536];
+        loop {
+            match (&ours).write(&chunk) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(NeverWritable { ours, _peer: peer })
+    }
+}
+
+impl io::Read for NeverWritable {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&self.ours).read(buf)
+    }
+}
+
+impl io::Write for NeverWritable {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&self.ours).write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl HostStream for NeverWritable {
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.ours.as_raw_fd()
+    }
+    fn shutdown_write(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
 
 impl VsockBackend for Stalling {
     fn connect(&self, _addr: &TsiAddr) -> io::Result<Box<dyn HostStream>> {
-        let _ = self.0.lock().unwrap().recv();
         Err(io::Error::from_raw_os_error(libc::ECONNREFUSED))
+    }
+    fn connect_start(&self, _addr: &TsiAddr) -> io::Result<Connecting> {
+        Ok(Connecting::InProgress(Box::new(NeverWritable::new()?)))
     }
     fn listen_unix(&self, _path: &Path) -> io::Result<Box<dyn HostListener>> {
         Err(io::Error::from_raw_os_error(libc::EACCES))
@@ -250,6 +300,14 @@ fn connect_req(svm_port: u32) -> Packet {
     }
 }
 
+fn release_req(svm_port: u32) -> Packet {
+    let d = svm_port.to_le_bytes().to_vec();
+    Packet {
+        hdr: hdr(9000, TSI_PROXY_RELEASE, TYPE_DGRAM, OP_RW, d.len() as u32),
+        data: d,
+    }
+}
+
 fn connect_results(m: &mut Muxer) -> Vec<i32> {
     std::iter::from_fn(|| m.next_rx(4096))
         .filter(|p| p.hdr.src_port == TSI_CONNECT)
@@ -259,10 +317,9 @@ fn connect_results(m: &mut Muxer) -> Vec<i32> {
 
 #[test]
 fn tsi_connects_past_the_in_flight_cap_get_eagain() {
-    let (release, stalled) = std::sync::mpsc::channel();
     let mut cfg = cfg(true);
     cfg.tsi_scope = None;
-    let mut m = Muxer::new(cfg, Arc::new(Stalling(std::sync::Mutex::new(stalled)))).unwrap();
+    let mut m = Muxer::new(cfg, Arc::new(Stalling)).unwrap();
     let n = MAX_PENDING_CONNECTS as u32 + 3;
     for port in 0..n {
         m.on_guest_packet(proxy_create(7000 + port, AF_INET, SOCK_STREAM));
@@ -270,9 +327,6 @@ fn tsi_connects_past_the_in_flight_cap_get_eagain() {
     }
 
     let early = connect_results(&mut m);
-    for _ in 0..MAX_PENDING_CONNECTS {
-        release.send(()).unwrap();
-    }
 
     assert_eq!(
         early,
@@ -282,16 +336,51 @@ fn tsi_connects_past_the_in_flight_cap_get_eagain() {
 }
 
 #[test]
+fn tsi_connects_released_or_replaced_while_under_way_free_their_slots() {
+    let mut cfg = cfg(true);
+    cfg.tsi_scope = None;
+    let mut m = Muxer::new(cfg, Arc::new(Stalling)).unwrap();
+    for port in 0..MAX_PENDING_CONNECTS as u32 {
+        m.on_guest_packet(proxy_create(7000 + port, AF_INET, SOCK_STREAM));
+        m.on_guest_packet(connect_req(7000 + port));
+    }
+    // A second connect on a proxy whose first is under way is refused, not restarted.
+    m.on_guest_packet(connect_req(7000));
+    assert_eq!(connect_results(&mut m), vec![-libc::EALREADY]);
+
+    // Half released, half re-created over: every slot is free again, and nothing of theirs
+    // stays in the muxer's interest set.
+    for port in 0..MAX_PENDING_CONNECTS as u32 {
+        if port % 2 == 0 {
+            m.on_guest_packet(release_req(7000 + port));
+        } else {
+            m.on_guest_packet(proxy_create(7000 + port, AF_INET, SOCK_STREAM));
+        }
+    }
+    assert_eq!(m.tsi.connecting, 0);
+    let mut events = [vmm_sys_util::epoll::EpollEvent::default(); 4];
+    assert_eq!(m.epoll.wait(0, &mut events).unwrap(), 0);
+    m.on_guest_packet(proxy_create(9999, AF_INET, SOCK_STREAM));
+    m.on_guest_packet(connect_req(9999));
+    assert_eq!(
+        connect_results(&mut m),
+        Vec::<i32>::new(),
+        "under way, not refused"
+    );
+    assert_eq!(m.tsi.connecting, 1);
+}
+
+#[test]
 fn tsi_proxies_past_the_cap_are_not_created() {
     let mut cfg = cfg(true);
     cfg.tsi_scope = None;
-    let mut m = Muxer::new(cfg, Arc::new(Refusing)).unwrap();
+    let mut m = Muxer::new(cfg, Arc::new(Stalling)).unwrap();
     for port in 0..MAX_TSI_PROXIES as u32 + 1 {
         m.on_guest_packet(proxy_create(10_000 + port, AF_INET, SOCK_STREAM));
     }
 
-    // A proxy that exists starts a background connect (answered later); the one past the
-    // cap was never created, so its connect is refused at once.
+    // A proxy that exists starts a connect that stays under way (answered later); the one
+    // past the cap was never created, so its connect is refused at once.
     m.on_guest_packet(connect_req(10_000));
     m.on_guest_packet(connect_req(10_000 + MAX_TSI_PROXIES as u32));
     let at_once = connect_results(&mut m);

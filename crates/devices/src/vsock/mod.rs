@@ -22,7 +22,7 @@ mod tests;
 use std::io;
 use std::path::PathBuf;
 
-pub use backend::{HostBackend, HostListener, VsockBackend, CONNECT_TIMEOUT};
+pub use backend::{Connecting, HostBackend, HostListener, VsockBackend, CONNECT_TIMEOUT};
 pub use connection::{HostStream, BUF_ALLOC};
 pub use device::{Vsock, EVENT_QUEUE_INDEX, QUEUE_SIZE, RX_QUEUE_INDEX, TX_QUEUE_INDEX};
 pub use packet::{Header, HDR_SIZE, HOST_CID};

@@ -40,6 +40,8 @@ pub enum Source {
     TsiListener(u32),
     /// A TSI datagram socket, keyed by the guest's proxy port.
     TsiDgram(u32),
+    /// A TSI stream's host connect under way, keyed by the guest's proxy port.
+    TsiConnect(u32),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -367,6 +369,7 @@ impl Muxer {
             Source::Bridge(idx) => self.on_bridge_accept(idx),
             Source::TsiListener(port) => self.on_tsi_accept(port),
             Source::TsiDgram(port) => self.mark_ready(Ready::Dgram(port)),
+            Source::TsiConnect(port) => self.tsi_connect_ready(port),
         }
     }
 
@@ -465,14 +468,6 @@ impl Muxer {
     }
 
     /// Drains worker-side notifications (finished TSI connects).
-    pub fn on_connect_done(&mut self) {
-        self.tsi_connects_done();
-    }
-
-    pub fn connect_evt_fd(&self) -> RawFd {
-        self.tsi.connect_evt.as_raw_fd()
-    }
-
     /// The fd of the muxer's interest set: readable when a host socket has an event.
     pub fn epoll_fd(&self) -> RawFd {
         self.epoll.as_raw_fd()

@@ -17,7 +17,7 @@ use virtio_queue::desc::RawDescriptor;
 use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestAddress};
-use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
+use vmm_sys_util::epoll::EpollEvent;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::connection::{ConnState, Connection, HostStream, BUF_ALLOC};
@@ -30,7 +30,6 @@ use crate::virtio::{ActivationContext, ActiveQueue, VirtioDevice};
 use crate::GuestMemory;
 
 const GUEST: u64 = 3;
-const CONNECT_TOKEN: u64 = 4;
 
 fn tempdir(name: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -48,15 +47,7 @@ fn mux(cfg: VsockConfig) -> Muxer {
 }
 
 fn mux_with(cfg: VsockConfig, backend: Arc<dyn VsockBackend>) -> Muxer {
-    let m = Muxer::new(cfg, backend).unwrap();
-    m.epoll
-        .ctl(
-            ControlOperation::Add,
-            m.connect_evt_fd(),
-            EpollEvent::new(EventSet::IN, CONNECT_TOKEN),
-        )
-        .unwrap();
-    m
+    Muxer::new(cfg, backend).unwrap()
 }
 
 /// Handles host socket events for up to `ms`.
@@ -64,9 +55,7 @@ fn pump(m: &mut Muxer, ms: i32) {
     let mut events = [EpollEvent::default(); 16];
     let n = m.epoll.wait(ms, &mut events).unwrap();
     for ev in &events[..n] {
-        if ev.data() == CONNECT_TOKEN {
-            m.on_connect_done();
-        } else if ev.data() >= FIRST_SOURCE_TOKEN {
+        if ev.data() >= FIRST_SOURCE_TOKEN {
             m.on_host_event(ev.data(), ev.event_set());
         }
     }
@@ -502,6 +491,32 @@ fn fake_backend_host_client_of_listening_bridge_reaches_the_guest() {
         PathBuf::from("/l.sock")
     );
     assert_eq!(read_exact_timeout(&mut client, 12), b"hello client");
+}
+
+#[test]
+fn tsi_second_connect_on_a_connected_proxy_gets_eisconn_and_keeps_the_first() {
+    let fake = Arc::new(FakeBackend::default());
+    let mut m = mux_with(tsi_cfg(), fake.clone());
+    let dest: SocketAddr = "192.0.2.7:80".parse().unwrap();
+    m.on_guest_packet(proxy_create(7000, AF_INET, SOCK_STREAM));
+    m.on_guest_packet(addr_req(TSI_CONNECT, 7000, dest));
+    assert_eq!(result_of(&next(&mut m), TSI_CONNECT), 0);
+
+    m.on_guest_packet(addr_req(TSI_CONNECT, 7000, dest));
+    let second = next(&mut m);
+    m.on_guest_packet(stream_pkt(7000, TSI_PROXY_PORT, OP_REQUEST, &[]));
+    let resp = next(&mut m);
+    m.on_guest_packet(stream_pkt(7000, TSI_PROXY_PORT, OP_RW, b"one"));
+    let (_, mut host) = fake.take_peer();
+
+    assert_eq!(result_of(&second, TSI_CONNECT), -libc::EISCONN);
+    assert_eq!(
+        fake.connected.lock().unwrap().len(),
+        0,
+        "one host connect only"
+    );
+    assert_eq!(resp.hdr.op, OP_RESPONSE);
+    assert_eq!(read_exact_timeout(&mut host, 3), b"one");
 }
 
 #[test]

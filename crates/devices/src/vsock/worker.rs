@@ -96,10 +96,8 @@ impl Queues {
     }
 }
 
-/// Epoll tokens of the handler's fds in the worker: the muxer's interest set, and the
-/// eventfd TSI's background connects signal.
+/// Epoll token of the handler's one fd in the worker: the muxer's interest set.
 const MUX_TOKEN: u64 = 0;
-const CONNECT_TOKEN: u64 = 1;
 /// Host socket events handled per wakeup; more stay ready and wake the worker again.
 const HOST_EVENTS_PER_WAKEUP: usize = 64;
 
@@ -121,7 +119,6 @@ impl VsockHandler {
 impl QueueHandler for VsockHandler {
     fn start(&mut self, registry: &Registry) -> io::Result<()> {
         registry.add(self.mux.epoll_fd(), EventSet::IN, MUX_TOKEN)?;
-        registry.add(self.mux.connect_evt_fd(), EventSet::IN, CONNECT_TOKEN)?;
         // Buffers the guest queued before activation.
         self.pump();
         Ok(())
@@ -134,10 +131,8 @@ impl QueueHandler for VsockHandler {
     }
 
     fn backend_ready(&mut self, token: u64, _events: EventSet, _registry: &Registry) {
-        match token {
-            MUX_TOKEN => self.mux.process_host_events(HOST_EVENTS_PER_WAKEUP),
-            CONNECT_TOKEN => self.mux.on_connect_done(),
-            _ => {}
+        if token == MUX_TOKEN {
+            self.mux.process_host_events(HOST_EVENTS_PER_WAKEUP);
         }
         self.pump();
     }

@@ -12,11 +12,8 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::path::PathBuf;
-use std::sync::mpsc::{channel, Receiver, Sender};
 
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
-
-use super::connection::{HostStream, BUF_ALLOC};
+use super::connection::BUF_ALLOC;
 use super::muxer::ConnKey;
 use super::packet::{Header, Packet, HOST_CID, OP_RW, TYPE_DGRAM};
 
@@ -40,7 +37,7 @@ pub const TSI_ADDR_LEN: usize = 128;
 /// TSI proxies (guest sockets, stream and datagram) at most; a PROXY_CREATE past it is
 /// ignored, so the guest socket's later calls fail. Bounds the table and the UDP sockets.
 pub const MAX_TSI_PROXIES: usize = 4096;
-/// Background TSI connects in flight at most (each is a thread that may wait up to
+/// TSI host connects under way at most (each holds a socket for up to
 /// [`CONNECT_TIMEOUT`](crate::vsock::CONNECT_TIMEOUT)); a TSI_CONNECT past it gets -EAGAIN.
 pub const MAX_PENDING_CONNECTS: usize = 64;
 
@@ -232,34 +229,23 @@ pub fn neg_errno(e: &io::Error) -> i32 {
     -e.raw_os_error().unwrap_or(libc::EIO)
 }
 
-/// A finished background connect: (proxy port, control port, stream or negative errno).
-pub type ConnectDone = (u32, u32, Result<Box<dyn HostStream>, i32>);
-
 /// TSI proxies of one device.
 pub struct TsiState {
     pub streams: HashMap<u32, TsiStream>,
     pub dgrams: HashMap<u32, TsiDgram>,
     /// Host-initiated connections of TSI listeners: connection -> listener proxy port.
     pub accepted: HashMap<ConnKey, u32>,
-    /// Connects run on short-lived threads (a blocking connect would stall every other
-    /// connection); they report here and wake the worker through `connect_evt`.
-    pub connect_tx: Sender<ConnectDone>,
-    pub connect_rx: Receiver<ConnectDone>,
-    pub connect_evt: EventFd,
-    /// Connects started and not yet collected from `connect_rx`.
+    /// Streams in [`stream::StreamState::Connecting`]: host connects under way, at most
+    /// [`MAX_PENDING_CONNECTS`].
     pub connecting: usize,
 }
 
 impl TsiState {
     pub fn new() -> io::Result<Self> {
-        let (connect_tx, connect_rx) = channel();
         Ok(TsiState {
             streams: HashMap::new(),
             dgrams: HashMap::new(),
             accepted: HashMap::new(),
-            connect_tx,
-            connect_rx,
-            connect_evt: EventFd::new(EFD_NONBLOCK)?,
             connecting: 0,
         })
     }

@@ -1,5 +1,5 @@
-//! TSI stream proxies: connect (on a helper thread), listen with the port map, accept,
-//! getpeername and release.
+//! TSI stream proxies: connect (non-blocking, finished on the socket's writability), listen
+//! with the port map, accept, getpeername and release.
 
 use std::io;
 use std::net::TcpListener;
@@ -14,6 +14,7 @@ use super::{
     MAX_PENDING_CONNECTS, SCOPE_BLOCKED_ERRNO, TSI_ACCEPT, TSI_ADDR_LEN, TSI_CONNECT, TSI_GETNAME,
     TSI_LISTEN, TSI_PROXY_PORT,
 };
+use crate::vsock::backend::Connecting;
 use crate::vsock::connection::HostStream;
 use crate::vsock::muxer::{ConnKey, Muxer, Source};
 use crate::vsock::packet::Header;
@@ -25,7 +26,13 @@ pub enum Listener {
 
 pub enum StreamState {
     Idle,
-    Connecting,
+    /// A host connect under way: its stream is polled for writability under `token`, and
+    /// the answer goes to the guest's control port `ctl`.
+    Connecting {
+        stream: Box<dyn HostStream>,
+        token: u64,
+        ctl: u32,
+    },
     /// Connected on the host; waits for the guest's OP_REQUEST to port 620.
     Connected(Box<dyn HostStream>),
     Listening {
@@ -62,6 +69,8 @@ impl Drop for TsiStream {
 
 impl Muxer {
     pub(crate) fn tsi_stream_create(&mut self, svm_port: u32, family: u16) {
+        // A guest that reuses a proxy port it never released: the old proxy's sockets go.
+        self.tsi_stream_drop(svm_port);
         self.tsi.streams.insert(
             svm_port,
             TsiStream {
@@ -71,8 +80,8 @@ impl Muxer {
         );
     }
 
-    /// TSI_CONNECT for a stream proxy: answers at once on failure, else when the
-    /// background connect finishes.
+    /// TSI_CONNECT for a stream proxy: answers at once, unless the host connect is still
+    /// under way; then when it ends ([`Muxer::tsi_connect_ready`]).
     pub(crate) fn tsi_stream_connect(&mut self, hdr: &Header, svm_port: u32, addr: TsiAddr) {
         let cid = self.cfg.guest_cid;
         let ctl = hdr.src_port;
@@ -85,58 +94,105 @@ impl Muxer {
                 }
             }
         }
+        match self.tsi.streams.get(&svm_port).map(|e| &e.state) {
+            None => {
+                self.push_ctrl(result_reply(cid, TSI_CONNECT, ctl, -libc::ECONNREFUSED));
+                return;
+            }
+            // As Linux answers a second connect(2) on one socket.
+            Some(StreamState::Connecting { .. }) => {
+                self.push_ctrl(result_reply(cid, TSI_CONNECT, ctl, -libc::EALREADY));
+                return;
+            }
+            Some(StreamState::Listening { .. }) => {
+                self.push_ctrl(result_reply(cid, TSI_CONNECT, ctl, -libc::EINVAL));
+                return;
+            }
+            Some(StreamState::Connected(_) | StreamState::Attached) => {
+                self.push_ctrl(result_reply(cid, TSI_CONNECT, ctl, -libc::EISCONN));
+                return;
+            }
+            Some(StreamState::Idle) => {}
+        }
         if self.tsi.connecting >= MAX_PENDING_CONNECTS {
             debug!("vsock0: tsi connect refused: {MAX_PENDING_CONNECTS} connects in flight");
             self.push_ctrl(result_reply(cid, TSI_CONNECT, ctl, -libc::EAGAIN));
             return;
         }
-        let Some(entry) = self.tsi.streams.get_mut(&svm_port) else {
-            self.push_ctrl(result_reply(cid, TSI_CONNECT, ctl, -libc::ECONNREFUSED));
-            return;
-        };
-        entry.state = StreamState::Connecting;
-        let tx = self.tsi.connect_tx.clone();
-        let evt = match self.tsi.connect_evt.try_clone() {
-            Ok(e) => e,
+        let state = match self.backend.connect_start(&addr) {
+            Ok(Connecting::Done(stream)) => {
+                self.push_ctrl(result_reply(cid, TSI_CONNECT, ctl, 0));
+                StreamState::Connected(stream)
+            }
+            Ok(Connecting::InProgress(stream)) => {
+                match self.add_source(stream.raw_fd(), EventSet::OUT, Source::TsiConnect(svm_port))
+                {
+                    Ok(token) => {
+                        self.tsi.connecting += 1;
+                        StreamState::Connecting { stream, token, ctl }
+                    }
+                    Err(e) => {
+                        self.push_ctrl(result_reply(cid, TSI_CONNECT, ctl, neg_errno(&e)));
+                        StreamState::Idle
+                    }
+                }
+            }
             Err(e) => {
+                debug!("vsock0: tsi connect to {addr:?}: {e}");
                 self.push_ctrl(result_reply(cid, TSI_CONNECT, ctl, neg_errno(&e)));
-                return;
+                StreamState::Idle
             }
         };
-        let backend = self.backend.clone();
-        let spawned = std::thread::Builder::new()
-            .name("vsock0-connect".into())
-            .spawn(move || {
-                let res = backend.connect(&addr);
-                let _ = tx.send((svm_port, ctl, res.map_err(|e| neg_errno(&e))));
-                let _ = evt.write(1);
-            });
-        match spawned {
-            Ok(_) => self.tsi.connecting += 1,
-            Err(e) => self.push_ctrl(result_reply(cid, TSI_CONNECT, ctl, neg_errno(&e))),
+        if let Some(entry) = self.tsi.streams.get_mut(&svm_port) {
+            entry.state = state;
         }
     }
 
-    /// Collects finished background connects and answers the guest.
-    pub(crate) fn tsi_connects_done(&mut self) {
-        let _ = self.tsi.connect_evt.read();
-        while let Ok((svm_port, ctl, res)) = self.tsi.connect_rx.try_recv() {
-            self.tsi.connecting = self.tsi.connecting.saturating_sub(1);
-            let Some(entry) = self.tsi.streams.get_mut(&svm_port) else {
-                continue; // Released meanwhile: the stream just closes.
-            };
-            let result = match res {
-                Ok(s) => {
-                    entry.state = StreamState::Connected(s);
-                    0
-                }
-                Err(errno) => {
-                    entry.state = StreamState::Idle;
-                    errno
-                }
-            };
-            let cid = self.cfg.guest_cid;
-            self.push_ctrl(result_reply(cid, TSI_CONNECT, ctl, result));
+    /// A connect under way ended (its stream became writable, or failed): answer the guest.
+    pub(crate) fn tsi_connect_ready(&mut self, svm_port: u32) {
+        let Some(entry) = self.tsi.streams.get_mut(&svm_port) else {
+            return;
+        };
+        let StreamState::Connecting { stream, token, ctl } =
+            std::mem::replace(&mut entry.state, StreamState::Idle)
+        else {
+            return;
+        };
+        let result = match stream.take_error() {
+            Ok(None) => 0,
+            Ok(Some(e)) | Err(e) => neg_errno(&e),
+        };
+        self.remove_source(token, stream.raw_fd());
+        self.tsi.connecting = self.tsi.connecting.saturating_sub(1);
+        if result == 0 {
+            if let Some(entry) = self.tsi.streams.get_mut(&svm_port) {
+                entry.state = StreamState::Connected(stream);
+            }
+        }
+        let cid = self.cfg.guest_cid;
+        self.push_ctrl(result_reply(cid, TSI_CONNECT, ctl, result));
+    }
+
+    /// Drops the stream proxy `svm_port` with what it holds in the muxer's interest set.
+    fn tsi_stream_drop(&mut self, svm_port: u32) {
+        let Some(entry) = self.tsi.streams.remove(&svm_port) else {
+            return;
+        };
+        match &entry.state {
+            StreamState::Listening {
+                listener, token, ..
+            } => {
+                let fd = match listener {
+                    Listener::Tcp(l) => l.as_raw_fd(),
+                    Listener::Unix(l, _) => l.as_raw_fd(),
+                };
+                self.remove_source(*token, fd);
+            }
+            StreamState::Connecting { stream, token, .. } => {
+                self.remove_source(*token, stream.raw_fd());
+                self.tsi.connecting = self.tsi.connecting.saturating_sub(1);
+            }
+            _ => {}
         }
     }
 
@@ -372,18 +428,7 @@ impl Muxer {
         let Some(svm_port) = le_u32(data, 0) else {
             return;
         };
-        if let Some(entry) = self.tsi.streams.remove(&svm_port) {
-            if let StreamState::Listening {
-                listener, token, ..
-            } = &entry.state
-            {
-                let fd = match listener {
-                    Listener::Tcp(l) => l.as_raw_fd(),
-                    Listener::Unix(l, _) => l.as_raw_fd(),
-                };
-                self.remove_source(*token, fd);
-            }
-        }
+        self.tsi_stream_drop(svm_port);
         if let Some(d) = self.tsi.dgrams.remove(&svm_port) {
             self.remove_source(d.token, d.fd());
         }
