@@ -201,11 +201,25 @@ vm_hang_dump() {
 kvm_exit_sample() {
   _tr=/sys/kernel/tracing
   [ -d "$_tr/events" ] || mount -t tracefs nodev "$_tr" 2>/dev/null
-  [ -w "$_tr/events/kvm/kvm_exit/enable" ] || { echo "  (no kvm_exit tracepoint)"; return 0; }
+  _ev=$_tr/events/kvm/kvm_exit
+  [ -w "$_ev/enable" ] || { echo "  (no kvm_exit tracepoint)"; return 0; }
   : >"$_tr/trace"
-  echo 1 >"$_tr/events/kvm/kvm_exit/enable"
-  sleep 0.2
-  echo 0 >"$_tr/events/kvm/kvm_exit/enable"
+  if [ "$(cat "$_ev/enable")" = 1 ]; then
+    # The lab keeps the event on behind a filter that passes nothing (krunlab's init):
+    # clearing the filter patches no code, as turning the event on would.
+    _filter=$(sed -n '1p' "$_ev/filter")
+    [ "$_filter" != none ] || _filter='vcpu_id == 4095'
+    echo 0 >"$_ev/filter"
+    sleep 0.2
+    echo "$_filter" >"$_ev/filter"
+  elif [ -n "${KRUNLAB:-}" ]; then
+    echo "  (the lab did not turn kvm_exit on at its start: no sample)"
+    return 0
+  else
+    echo 1 >"$_ev/enable"
+    sleep 0.2
+    echo 0 >"$_ev/enable"
+  fi
   # info1/info2 say what the exit was about (for npf: the error code and the guest
   # physical address that faulted).
   echo "  kvm_exit in 0.2 s: count, reason, guest RIP, info1, info2"
