@@ -3,6 +3,8 @@
 //!
 //!   vm_api_lab concurrent ROOT_A ROOT_B DIR   two VMs at once on two threads
 //!   vm_api_lab sequential ROOT N DIR          N VMs one after another; fds, threads, RSS
+//!   vm_api_lab soak ROOT N DIR                the same for many runs: a run that fails goes
+//!                                             on record and the next one starts
 //!   vm_api_lab stop ROOT KEEP_ROOT DIR        VmHandle: stop before run, stop one of two
 //!                                             running VMs (KEEP_ROOT: the other's, writable)
 //!   vm_api_lab shutdown ROOT DIR              VmHandle::request_shutdown: init SIGTERMs
@@ -156,6 +158,80 @@ fn sequential(root: &str, runs: u32, dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// How long one soak run may take before it is stopped (a guest lost in the lab).
+const SOAK_RUN_LIMIT: Duration = Duration::from_secs(90);
+
+/// N short VMs in a row, each `echo $VM; exit (i % 256)`, with the figures of run 1 and of
+/// every 100th run on stdout and a line per 50 runs on stderr (progress). A run that fails,
+/// ends with another status or prints other bytes is listed and the soak goes on; the last
+/// line counts them. Each run has a guard thread that stops it after [`SOAK_RUN_LIMIT`],
+/// joined before the figures are taken.
+fn soak(root: &str, runs: u32, dir: &Path) -> Result<(), String> {
+    let threads = count("/proc/self/task");
+    let t0 = Instant::now();
+    println!("before: {}", resources());
+    let mut bad = Vec::new();
+    for i in 1..=runs {
+        let name = format!("run{i}");
+        let code = i % 256;
+        let vm = vm(root, dir, &name, &format!("echo $VM; exit {code}"))?;
+        let handle = vm.handle();
+        let guard = std::thread::spawn(move || {
+            if handle.wait_timeout(SOAK_RUN_LIMIT).is_none() {
+                handle.stop();
+                return true;
+            }
+            false
+        });
+        let result = vm.run();
+        let stopped = guard.join().map_err(|_| "guard thread panicked")?;
+        let out = std::fs::read(dir.join(format!("{name}.out"))).unwrap_or_default();
+        let verdict = match &result {
+            _ if stopped => Some(format!("stopped after {}s", SOAK_RUN_LIMIT.as_secs())),
+            Err(e) => Some(format!("run: {}", chain(e))),
+            Ok(ExitStatus::Exited(c)) if *c == code as i32 => None,
+            Ok(other) => Some(format!("{other}, expected status {code}")),
+        };
+        let verdict = verdict.or_else(|| {
+            (out != format!("{name}\n").as_bytes())
+                .then(|| format!("stdout {:?}", String::from_utf8_lossy(&out)))
+        });
+        if let Some(why) = verdict {
+            // The VMM's own last lines say how the vCPU saw the end (the lost guests of #9).
+            let err = std::fs::read_to_string(dir.join(format!("{name}.err"))).unwrap_or_default();
+            let tail: Vec<&str> = err.lines().rev().take(3).collect();
+            println!("{name}: FAILED: {why}");
+            for line in tail.iter().rev() {
+                println!("{name}:   {line}");
+            }
+            bad.push(name.clone());
+        } else {
+            // The per-run files are not needed once checked (1000 runs, 2000 files).
+            let _ = std::fs::remove_file(dir.join(format!("{name}.out")));
+            let _ = std::fs::remove_file(dir.join(format!("{name}.err")));
+        }
+        if i == 1 || i % 100 == 0 || i == runs {
+            println!(
+                "{name}: {} rss_kib={} secs={}",
+                resources_settled(threads),
+                rss_kib(),
+                t0.elapsed().as_secs()
+            );
+        }
+        if i % 50 == 0 {
+            eprintln!(
+                "# soak: {i}/{runs} runs, {} failed, {}s, {} rss_kib={}",
+                bad.len(),
+                t0.elapsed().as_secs(),
+                resources_settled(threads),
+                rss_kib()
+            );
+        }
+    }
+    println!("soak: runs={runs} failed={} {}", bad.len(), bad.join(" "));
+    Ok(())
+}
+
 /// Waits until `path` holds `text` (the guest has started its workload).
 fn wait_for(path: &Path, text: &str, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
@@ -275,9 +351,13 @@ fn main() -> ExitCode {
             Ok(n) => sequential(root, n, Path::new(dir)),
             Err(_) => Err(format!("not a count: {n}")),
         },
+        ["soak", root, n, dir] => match n.parse() {
+            Ok(n) => soak(root, n, Path::new(dir)),
+            Err(_) => Err(format!("not a count: {n}")),
+        },
         ["stop", root, keep_root, dir] => stop(root, keep_root, Path::new(dir)),
         ["shutdown", root, dir] => shutdown(root, Path::new(dir)),
-        _ => Err("usage: vm_api_lab concurrent ROOT_A ROOT_B DIR | sequential ROOT N DIR | stop ROOT KEEP_ROOT DIR | shutdown ROOT DIR".into()),
+        _ => Err("usage: vm_api_lab concurrent ROOT_A ROOT_B DIR | sequential ROOT N DIR | soak ROOT N DIR | stop ROOT KEEP_ROOT DIR | shutdown ROOT DIR".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
