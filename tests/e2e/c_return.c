@@ -82,11 +82,9 @@ static int full_listener(void)
     if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(l, 0) < 0 ||
         getsockname(l, (struct sockaddr *)&a, &len) < 0)
         return -1;
-    for (int i = 0; i < 1; i++) {
-        int c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-        if (c < 0 || (connect(c, (struct sockaddr *)&a, sizeof(a)) < 0 && errno != EINPROGRESS))
-            return -1;
-    }
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (c < 0 || (connect(c, (struct sockaddr *)&a, sizeof(a)) < 0 && errno != EINPROGRESS))
+        return -1;
     usleep(200000);
     return ntohs(a.sin_port);
 }

@@ -210,22 +210,20 @@ fn soak(root: &str, runs: u32, dir: &Path) -> Result<(), String> {
             let _ = std::fs::remove_file(dir.join(format!("{name}.out")));
             let _ = std::fs::remove_file(dir.join(format!("{name}.err")));
         }
-        if i == 1 || i % 100 == 0 || i == runs {
-            println!(
-                "{name}: {} rss_kib={} secs={}",
-                resources_settled(threads),
-                rss_kib(),
-                t0.elapsed().as_secs()
-            );
-        }
-        if i % 50 == 0 {
-            eprintln!(
-                "# soak: {i}/{runs} runs, {} failed, {}s, {} rss_kib={}",
-                bad.len(),
-                t0.elapsed().as_secs(),
-                resources_settled(threads),
-                rss_kib()
-            );
+        let report = i == 1 || i % 100 == 0 || i == runs;
+        let progress = i % 50 == 0;
+        if report || progress {
+            let figures = format!("{} rss_kib={}", resources_settled(threads), rss_kib());
+            let secs = t0.elapsed().as_secs();
+            if report {
+                println!("{name}: {figures} secs={secs}");
+            }
+            if progress {
+                eprintln!(
+                    "# soak: {i}/{runs} runs, {} failed, {secs}s, {figures}",
+                    bad.len()
+                );
+            }
         }
     }
     println!("soak: runs={runs} failed={} {}", bad.len(), bad.join(" "));

@@ -69,9 +69,10 @@ case_rust_api_sequential_releases() {
 
 # Issue #17's figure: 1000 short VMs in a row in one process through the Rust API. Not in the
 # default list: at about 5 s a VM in the lab, 1000 take 85 minutes, past a lab boot's 2400 s
-# (run it by name with KRUN_E2E_LAB_TIMEOUT=6000, or fewer runs with KRUN_E2E_SOAK_RUNS). Every run must end with its own status and stdout; fds and threads after the last
-# run equal those after the first, and RSS grows by at most 16 MiB. Progress goes to the
-# console every 50 runs, so the lab's stall watchdog sees it alive.
+# (run it by name with KRUN_E2E_LAB_TIMEOUT=6000, or fewer runs with KRUN_E2E_SOAK_RUNS).
+# Every run must end with its own status and stdout; fds and threads after the last run equal
+# those after the first, and RSS grows by at most 16 MiB. Progress goes to the console every
+# 50 runs, so the lab's stall watchdog sees it alive.
 case_rust_api_1000_runs() {
   root=$(guest_root) || fail "no guest root"
   n=${KRUN_E2E_SOAK_RUNS:-1000}

@@ -216,16 +216,16 @@ proptest! {
 }
 
 /// A backend whose connects stay under way: their streams never become writable.
-pub(super) struct Stalling;
+struct Stalling;
 
 /// A socket whose send buffer is full and whose peer never reads.
-pub(super) struct NeverWritable {
+struct NeverWritable {
     ours: UnixStream,
     _peer: UnixStream,
 }
 
 impl NeverWritable {
-    pub(super) fn new() -> io::Result<Self> {
+    fn new() -> io::Result<Self> {
         let (ours, peer) = UnixStream::pair()?;
         ours.set_nonblocking(true)?;
         let chunk = [0u8; 65536];

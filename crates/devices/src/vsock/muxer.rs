@@ -80,7 +80,7 @@ impl Muxer {
     /// Creates the epoll set and binds the `listen = true` bridge sockets.
     pub fn new(cfg: VsockConfig, backend: Arc<dyn VsockBackend>) -> Result<Self, VsockError> {
         let epoll = Epoll::new().map_err(VsockError::Epoll)?;
-        let tsi = TsiState::new().map_err(VsockError::Epoll)?;
+        let tsi = TsiState::new();
         let mut mux = Muxer {
             cfg,
             backend,
@@ -467,7 +467,6 @@ impl Muxer {
         self.ctrl.push_front(pkt);
     }
 
-    /// Drains worker-side notifications (finished TSI connects).
     /// The fd of the muxer's interest set: readable when a host socket has an event.
     pub fn epoll_fd(&self) -> RawFd {
         self.epoll.as_raw_fd()

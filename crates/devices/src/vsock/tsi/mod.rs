@@ -241,13 +241,13 @@ pub struct TsiState {
 }
 
 impl TsiState {
-    pub fn new() -> io::Result<Self> {
-        Ok(TsiState {
+    pub fn new() -> Self {
+        TsiState {
             streams: HashMap::new(),
             dgrams: HashMap::new(),
             accepted: HashMap::new(),
             connecting: 0,
-        })
+        }
     }
 }
 
